@@ -1,0 +1,3 @@
+from orchestrator.train import main
+
+main()

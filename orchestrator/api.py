@@ -1,0 +1,72 @@
+"""Launching runs from Python.
+
+    import orchestrator
+    result = orchestrator.run(["model=mlp", "trainer.num_workers=2"])
+    result.metrics["val/accuracy"], result.run_dir
+
+or with a config object: ``orchestrator.run(config=cfg)`` where ``cfg`` is an
+``orchestrator.config.Config`` (e.g. from ``orchestrator.compose([...])``, then edited).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from orchestrator import config as C
+
+
+def compose(overrides: Sequence[str] = (), config_dir: Optional[Union[str, Path]] = None,
+            config_name: str = "config") -> C.Config:
+    """The same composition and checks as the command line, without starting anything."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from orchestrator import config_store
+
+    directory = Path(config_dir) if config_dir else config_store.CONF_DIR
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(directory.resolve()), version_base=None):
+            dict_cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except HydraException as err:
+        raise config_store.composition_error(err) from None
+    return config_store.freeze(dict_cfg)
+
+
+def default_run_dir(root: Union[str, Path] = "outputs") -> Path:
+    now = dt.datetime.now()
+    return Path(root) / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
+
+
+def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
+        run_dir: Optional[Union[str, Path]] = None, show_progress: bool = True):
+    """Train and return a ``RunResult`` (status, metrics, run_dir, summary).
+
+    Raises ``ConfigError`` for bad configuration (before anything starts) and
+    ``RunFailed`` when the run fails beyond what fault tolerance recovers.
+    """
+    from orchestrator.launcher import launch
+
+    cfg = config if config is not None else compose(overrides)
+    if config is not None and overrides:
+        raise ValueError("pass either overrides or config, not both")
+    C.check_combination(cfg)  # a config object edited by hand is checked again
+    return launch(cfg, Path(run_dir) if run_dir else default_run_dir(), show_progress=show_progress)
+
+
+def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None) -> int:
+    """The command line's run: prints errors instead of raising; returns the exit code."""
+    from orchestrator.launcher import RunFailed, launch
+    from orchestrator.worker_group import PlacementTimeout
+
+    try:
+        result = launch(cfg, run_dir, command_start=command_start)
+    except (RunFailed, PlacementTimeout, FileNotFoundError) as err:
+        print(f"\nRun failed: {err}", file=sys.stderr)
+        return 1
+    return 130 if result.status == "interrupted" else 0

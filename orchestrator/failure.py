@@ -1,0 +1,89 @@
+"""What to do after a failure: a small pure policy, carried out by the launcher.
+
+Kept free of Ray and torch so it can be tested as a decision table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional, Sequence
+
+
+class Kind(str, Enum):
+    WORKER_DIED = "worker_died"   # process killed, OOM, or its node lost
+    EXCEPTION = "exception"       # a Python exception in the worker (maybe the user's code)
+    HANG = "hang"                 # no progress for fault_tolerance.hang_timeout_s
+    START = "start"               # the gang could not be started again
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: Kind
+    rank: Optional[int]
+    step: int                     # the gang's last known step
+    message: str
+    node: str = ""
+    error_type: str = ""
+    traceback: str = ""
+    detected_at: float = 0.0
+
+    @property
+    def signature(self) -> str:
+        """Same signature twice = the same bug at the same place."""
+        first_line = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        return f"{self.kind.value}|{self.error_type}|{first_line}|step={self.step}"
+
+    def describe(self) -> str:
+        where = f"rank {self.rank}" if self.rank is not None else "the gang"
+        node = f" on node {self.node}" if self.node else ""
+        return f"{self.kind.value} of {where}{node} at step {self.step}: {self.message.strip().splitlines()[0] if self.message.strip() else ''}"
+
+
+class Action(str, Enum):
+    RESTART = "restart"
+    RAISE = "raise"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+
+
+def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> Decision:
+    """``history``: earlier failures of this run, oldest first (not including ``failure``)."""
+    count = len(history) + 1
+    if failure.kind == Kind.EXCEPTION and any(f.signature == failure.signature for f in history):
+        return Decision(Action.RAISE, f"the same exception came back at the same step ({failure.error_type} at "
+                                      f"step {failure.step}): a bug, not a fault; not restarting again")
+    if failure.kind == Kind.START:
+        return Decision(Action.RAISE, "the gang could not be started again")
+    if count > max_failures:
+        return Decision(Action.RAISE, f"failure {count} exceeds trainer.max_failures={max_failures}")
+    return Decision(Action.RESTART, f"restart {count} of at most {max_failures}")
+
+
+def root_cause(failures: Sequence[Failure]) -> Failure:
+    """Of the errors one incident raised on several ranks, the one that caused the others.
+
+    When one rank dies or raises, its peers fail in their next collective; those
+    collective errors are symptoms. Prefer a dead process, then an exception that
+    is not a collective error, then whatever came first.
+    """
+    def weight(f: Failure) -> int:
+        if f.kind == Kind.WORKER_DIED:
+            return 0
+        if f.kind == Kind.EXCEPTION and not is_collective_error(f):
+            return 1
+        return 2
+    return sorted(failures, key=lambda f: (weight(f), f.detected_at))[0]
+
+
+COLLECTIVE_MARKERS = ("DistBackendError", "Connection closed by peer", "Connection reset by peer", "gloo",
+                      "NCCL", "ProcessGroup", "Broken pipe", "Socket Timeout", "timed out")
+
+
+def is_collective_error(f: Failure) -> bool:
+    text = f"{f.error_type} {f.message}"
+    return any(marker in text for marker in COLLECTIVE_MARKERS)

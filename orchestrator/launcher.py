@@ -1,0 +1,262 @@
+"""The driver: start or join Ray, run the worker gang, apply the failure policy, tear down.
+
+    launch(cfg, run_dir) -> RunResult
+
+One attempt = one gang started from the latest checkpoint. Failures go to
+the pure policy in ``failure.py``; this module only carries its decisions
+out. Teardown (actors, placement group, writer, Ray) happens in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from orchestrator import config as C, data
+from orchestrator.checkpoint import CheckpointStore, resolve_resume
+from orchestrator.cluster import RaySession
+from orchestrator.failure import Action, Failure, Kind, decide
+from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
+from orchestrator.progress import ProgressView
+from orchestrator.recorder import MetricsObserver, Recorder
+from orchestrator.supervisor import StopSignal, Supervisor
+from orchestrator.tensorboard_sink import TensorBoardSink, flatten
+
+
+class RunFailed(RuntimeError):
+    def __init__(self, message: str, summary: Dict[str, Any]):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass
+class RunResult:
+    status: str                 # completed | interrupted
+    metrics: Dict[str, float]   # final value of every run-level scalar
+    run_dir: Path
+    summary: Dict[str, Any]
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+
+def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
+           observer: Optional[MetricsObserver] = None, show_progress: bool = True,
+           command_start: Optional[float] = None, hparams_experiment: bool = True) -> RunResult:
+    from orchestrator.config_store import to_yaml
+
+    started = command_start or time.time()
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    config_yaml = to_yaml(cfg)
+    paths.config.write_text(config_yaml)
+    stop = stop or StopSignal()
+    view = ProgressView(cfg.name, enabled=show_progress)
+    store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=lambda m: view.message(m, style="yellow"))
+    resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
+    restore_signals = install_signal_handlers(stop, view)
+    t0 = time.perf_counter()
+    bundle = data.load(cfg)  # before Ray starts: a bad data path fails fast
+    data_seconds = time.perf_counter() - t0
+    tb = TensorBoardSink(paths.tensorboard, resume_step=resume[0].step if resume else None)
+    recorder = None
+    status, error = "failed", None
+    try:
+        with RaySession(cfg.cluster) as session:
+            import ray
+
+            recorder = Recorder(tb, view, store, fetch=lambda p: p if isinstance(p, bytes) else ray.get(p),
+                                observer=observer)
+            recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
+                                        "ray_start_s": session.seconds})
+            recorder.log.info["data_sizes"] = bundle.spec.sizes
+            if resume:
+                recorder.event(resume[0].step, "resume", f"continuing from checkpoint at step {resume[0].step}",
+                               style="cyan")
+            tb.config(config_yaml)
+            view.message(f"Run dir: {paths.root}   TensorBoard: tensorboard --logdir {paths.tensorboard}",
+                         style="bold")
+            view.start()
+            status = run_attempts(cfg, bundle, recorder, store, stop, view, resume, config_yaml)
+    except BaseException as err:
+        error = err
+        raise
+    finally:
+        view.stop()
+        summary = build_summary(cfg, paths, recorder, status, started,
+                                f"{type(error).__name__}: {error}" if error is not None else None)
+        paths.summary.write_text(json.dumps(summary, indent=2, default=str))
+        if isinstance(error, RunFailed):
+            error.summary = summary
+        if recorder is not None:
+            tb.hparams(flatten(dataclasses.asdict(cfg)), summary["metrics"], write_experiment=hparams_experiment)
+        tb.close()
+        restore_signals()
+        if status != "failed":
+            view.summary(summary)
+    return RunResult(status=status, metrics=summary["metrics"], run_dir=paths.root, summary=summary)
+
+
+def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointStore, stop: StopSignal,
+                 view: ProgressView, resume, config_yaml: str) -> str:
+    import ray
+
+    data_ref = ray.put(bundle)  # once; every worker maps it from the object store
+    resume_ref = ray.put(resume[1]) if resume else None
+    history: List[Failure] = []
+    attempt = 0
+    while True:
+        group, plan = start_gang(cfg, attempt, history, recorder)
+        if attempt == 0:
+            recorder.log.timing.update(group.timings)
+            recorder.tb.scalars(0, {f"startup/{key}": value for key, value in recorder.log.timing.items()
+                                    if key.endswith("_s")})
+        supervisor = Supervisor(group, recorder.handle, stop, cfg.fault_tolerance.hang_timeout_s,
+                                cfg.fault_tolerance.graceful_stop_s,
+                                warn=lambda m: view.message(m, style="yellow"))
+        try:
+            refs = group.run(cfg, data_ref, plan, resume_ref, config_yaml)
+            outcome = supervisor.watch(refs)
+        finally:
+            group.shutdown()
+        if outcome.status == "finished":
+            recorder.log.info["stop_reason"] = outcome.result["stop_reason"]
+            recorder.log.timing.update(outcome.result.get("timing", {}))
+            return "completed"
+        if outcome.status == "interrupted":
+            recorder.log.info["stop_reason"] = stop.reason or "interrupted"
+            return "interrupted"
+        failure = outcome.failure
+        decision = decide(failure, history, cfg.trainer.max_failures)
+        history.append(failure)
+        latest = store.latest_good()
+        report_failure(recorder, failure, decision, latest[0].step if latest else None, attempt)
+        if decision.action == Action.RAISE:
+            raise RunFailed(f"{failure.describe()}\n{decision.reason}"
+                            + (f"\n{failure.traceback}" if failure.traceback else ""), {})
+        resume_ref = ray.put(latest[1]) if latest else None
+        attempt += 1
+
+
+def start_gang(cfg: C.Config, attempt: int, history: List[Failure], recorder: Recorder):
+    """First start: the full gang within cluster.placement_timeout_s. After a failure: wait up to
+    fault_tolerance.restart_wait_s for the full gang, then (elastic) the largest that fits."""
+    from orchestrator.worker_group import PlacementTimeout, WorkerGroup
+
+    timeout = cfg.fault_tolerance.collective_timeout_s
+    if attempt == 0:
+        size = cfg.trainer.num_workers
+        return WorkerGroup.start(cfg, size, timeout), plan_attempt(cfg, attempt, size)
+    waits = [max(cfg.fault_tolerance.restart_wait_s, 1.0)] + [cfg.cluster.placement_timeout_s] * 8
+    last_error: Optional[Exception] = None
+    for size, wait in zip(elastic_sizes(cfg), waits):
+        cluster = dataclasses.replace(cfg.cluster, placement_timeout_s=wait)
+        try:
+            group = WorkerGroup.start(dataclasses.replace(cfg, cluster=cluster), size, timeout)
+        except PlacementTimeout as err:
+            last_error = err
+            continue
+        if size < cfg.trainer.num_workers:
+            plan = plan_attempt(cfg, attempt, size)
+            recorder.event(0, "elastic", f"continuing with {size} of {cfg.trainer.num_workers} workers "
+                                         f"(accumulate {plan.accumulate}, lr x{plan.lr_scale:g})")
+        return group, plan_attempt(cfg, attempt, size)
+    failure = Failure(Kind.START, None, 0, message=str(last_error), detected_at=time.time())
+    raise RunFailed(f"{failure.describe()}\nafter {len(history)} failure(s): {history[-1].describe()}", {})
+
+
+def report_failure(recorder: Recorder, failure: Failure, decision, resume_step: Optional[int], attempt: int) -> None:
+    steps_lost = max(0, failure.step - (resume_step or 0))
+    entry = {"attempt": attempt, "kind": failure.kind.value, "rank": failure.rank, "node": failure.node,
+             "step": failure.step, "message": failure.message.strip()[:2000], "action": decision.action.value,
+             "reason": decision.reason, "resume_step": resume_step, "steps_lost": steps_lost,
+             "detected_unix": failure.detected_at}
+    recorder.log.restarts.append(entry)
+    recorder.tb.scalars(failure.step, {"fault/failures": float(len(recorder.log.restarts)),
+                                       "fault/steps_lost": float(steps_lost)})
+    detail = f"\n{failure.traceback}" if failure.kind == Kind.HANG else ""
+    recorder.event(failure.step, "failure", f"{failure.describe()}; {decision.action.value}: {decision.reason}"
+                   + (f"; resuming from step {resume_step} ({steps_lost} steps lost)"
+                      if decision.action == Action.RESTART else "") + detail, style="red")
+
+
+def install_signal_handlers(stop: StopSignal, view: ProgressView):
+    """Ctrl-C / SIGTERM: stop at a step boundary with a final checkpoint; a second one: stop now."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if stop.requested:
+            view.message(f"{name} again: stopping now", style="bold red")
+        else:
+            view.message(f"{name}: stopping at the next step boundary and writing a checkpoint "
+                         "(again to stop at once)", style="bold yellow")
+        stop.request(f"interrupted ({name})")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return restore
+
+
+def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], status: str, started: float,
+                  failure_message: Optional[str]) -> Dict[str, Any]:
+    log = recorder.log if recorder else None
+    last = dict(log.last) if log else {}
+    metrics = {k: v for k, v in last.items() if not k.startswith(("worker/", "startup/", "fault/"))}
+    timing = dict(log.timing) if log else {}
+    if log and log.first_step_unix_per_attempt:
+        timing["first_step_unix"] = log.first_step_unix_per_attempt[0]
+        timing["command_to_first_step_s"] = log.first_step_unix_per_attempt[0] - started
+    if log:
+        for restart, first_step in zip(log.restarts, log.first_step_unix_per_attempt[1:]):
+            restart["recovery_s"] = first_step - restart["detected_unix"]
+    store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=lambda m: None)
+    best = store.best()
+    manifests = store.manifests()
+    return {
+        "name": cfg.name,
+        "status": status,
+        "stop_reason": (log.info.get("stop_reason") if log else None),
+        "error": failure_message,
+        "metrics": metrics,
+        "steps": int(max(log.last_step.values(), default=0)) if log else 0,
+        "epochs": int(last.get("train/epoch", 0)),
+        "wall_time_s": time.time() - started,
+        "world_size": cfg.trainer.num_workers,
+        "timing": timing,
+        "restarts": log.restarts if log else [],
+        "events": log.events if log else [],
+        "checkpoints": {"latest_step": manifests[-1].step if manifests else None,
+                        "best_step": best.step if best else None,
+                        "dir": str(paths.checkpoints)},
+        "run_dir": str(paths.root),
+        "tensorboard_dir": str(paths.tensorboard),
+    }

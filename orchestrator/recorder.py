@@ -1,0 +1,75 @@
+"""Driver side of a run's records: fans worker records out to TensorBoard, the terminal,
+the checkpoint store and the summary. One place that knows where each record goes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from orchestrator.checkpoint import CheckpointStore
+from orchestrator.progress import ProgressView
+from orchestrator.tensorboard_sink import TensorBoardSink
+
+MetricsObserver = Callable[[int, Dict[str, float]], None]
+
+
+@dataclass
+class RunLog:
+    """What the summary reports, accumulated while the run goes."""
+    last: Dict[str, float] = field(default_factory=dict)       # latest value of every scalar
+    last_step: Dict[str, int] = field(default_factory=dict)
+    events: List[Dict[str, Any]] = field(default_factory=list)
+    restarts: List[Dict[str, Any]] = field(default_factory=list)
+    timing: Dict[str, float] = field(default_factory=dict)
+    info: Dict[str, Any] = field(default_factory=dict)
+    checkpoints: List[int] = field(default_factory=list)
+    first_step_unix_per_attempt: List[float] = field(default_factory=list)
+
+
+class Recorder:
+    def __init__(self, tb: TensorBoardSink, view: ProgressView, store: CheckpointStore,
+                 fetch: Callable[[Any], bytes], observer: Optional[MetricsObserver] = None):
+        self.tb, self.view, self.store, self.fetch, self.observer = tb, view, store, fetch, observer
+        self.log = RunLog()
+
+    def handle(self, records: List[Dict[str, Any]]) -> None:
+        for record in records:
+            getattr(self, f"on_{record['kind']}")(record)
+
+    def on_metrics(self, record: Dict[str, Any]) -> None:
+        step, values = record["step"], record["values"]
+        self.tb.scalars(step, values)
+        for key, value in values.items():
+            if step >= self.log.last_step.get(key, -1):
+                self.log.last[key], self.log.last_step[key] = value, step
+        self.view.metrics(step, values)
+        if self.observer is not None:
+            self.observer(step, values)
+
+    def on_info(self, record: Dict[str, Any]) -> None:
+        values = record["values"]
+        self.log.info.update(values)
+        if "total_steps" in values:
+            self.view.plan(values["total_steps"], values["steps_per_epoch"], values["start_step"])
+        if "first_step_unix" in values:
+            self.log.first_step_unix_per_attempt.append(values["first_step_unix"])
+
+    def on_event(self, record: Dict[str, Any]) -> None:
+        self.event(record["step"], record["event"], record["message"])
+
+    def event(self, step: int, kind: str, message: str, style: str = "yellow") -> None:
+        self.log.events.append({"step": step, "event": kind, "message": message, "time": time.time()})
+        self.tb.text(f"events/{kind}", message, step)
+        self.view.message(f"[step {step}] {kind}: {message}", style=style)
+
+    def on_checkpoint(self, record: Dict[str, Any]) -> None:
+        try:
+            payload = self.fetch(record["payload"])
+        except Exception as err:  # noqa: BLE001 - rank 0 died before we fetched it: the previous one stands
+            self.view.message(f"checkpoint at step {record['step']} was lost in transit ({err}); "
+                              "the previous one stands", style="yellow")
+            return
+        info = record["info"]
+        self.store.save(record["step"], payload, info["epoch"], info["metrics"])
+        self.log.checkpoints.append(record["step"])

@@ -1,0 +1,95 @@
+"""Full training state: what a checkpoint holds, and how ranks capture and restore it.
+
+A checkpoint is everything needed to continue bit-exactly: model, optimizer,
+LR schedule, grad scaler, counters, the data position inside the epoch, and
+every rank's RNG state. It holds only tensors, numbers, strings and
+containers, so it loads with ``torch.load(weights_only=True)``: no arbitrary
+objects are ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    step: int = 0              # optimizer steps completed
+    epoch: int = 0             # epochs completed
+    step_in_epoch: int = 0     # optimizer steps completed inside the current epoch
+    samples_in_epoch: int = 0  # global data position inside the current epoch
+    # Components that decide when to stop keep their state here (plain numbers).
+    monitors: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    best_metric: Optional[float] = None
+    last_val: Dict[str, float] = field(default_factory=dict)
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def gather_to_rank0(obj: Any) -> Optional[List[Any]]:
+    """Collective: every rank's ``obj`` on rank 0 (None elsewhere)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    world = dist.get_world_size()
+    out = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainState, world_size: int,
+            config_yaml: str) -> Optional[bytes]:
+    """Collective over all ranks; returns the serialized checkpoint on rank 0, None elsewhere."""
+    rngs = gather_to_rank0(rng_state())
+    if rngs is None:
+        return None
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "train_state": asdict(state),
+        "rng": rngs,
+        "world_size": world_size,
+        "config": config_yaml,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def load_payload(data: bytes, device: torch.device) -> Dict[str, Any]:
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+
+def restore(payload: Dict[str, Any], model: torch.nn.Module, optimizer, scheduler, scaler, rank: int,
+            world_size: int) -> TrainState:
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    if payload["world_size"] == world_size:
+        set_rng_state(payload["rng"][rank])
+    # With a different world size (elastic), RNG streams cannot map 1:1; the caller re-seeds.
+    return TrainState(**payload["train_state"])

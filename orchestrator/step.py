@@ -1,0 +1,114 @@
+"""One optimizer step: forward, backward (all-reduce overlapped by DDP), clip, update.
+
+Gradient accumulation runs the first k-1 micro-batches under DDP's public
+``no_sync()`` so only the last one all-reduces; each micro-batch loss is
+divided by k, so the update equals one step on the k-times larger batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from orchestrator.losses import compute_loss, count_correct, predictions_in
+
+
+@dataclass
+class StepResult:
+    loss_sum: torch.Tensor            # sum over predictions, for exact means (no host sync)
+    correct: Optional[torch.Tensor]
+    count: int                        # predictions
+    samples: int
+    grad_norm: Optional[torch.Tensor]  # total norm before clipping, when asked for
+    finite: bool                      # False: the update was skipped (non-finite gradients)
+    times: Dict[str, float]
+
+
+class Stepper:
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_kind: str,
+                 device: torch.device, autocast_dtype: Optional[torch.dtype] = None, scaler=None,
+                 clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None,
+                 skip_non_finite: bool = False):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss_kind = loss_kind
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.scaler = scaler
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.skip_non_finite = skip_non_finite
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # Hook for fault injection and tests: called with the loss before backward.
+        self.loss_hook: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def step(self, micro_batches: List[Tuple[torch.Tensor, torch.Tensor]], want_grad_norm: bool,
+             data_seconds: float) -> StepResult:
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        k = len(micro_batches)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = None
+        count = samples = 0
+        for i, (x, y) in enumerate(micro_batches):
+            last = i == k - 1
+            # Only the last micro-batch all-reduces gradients.
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    output = self.model(x)
+                    loss = compute_loss(self.loss_kind, output, y)
+                if self.loss_hook is not None:
+                    loss = self.loss_hook(loss)
+                scaled = loss / k
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            n = predictions_in(output, self.loss_kind)
+            loss_sum = loss_sum + loss.detach().float() * n
+            c = count_correct(self.loss_kind, output.detach(), y)
+            if c is not None:
+                correct = c if correct is None else correct + c
+            count += n
+            samples += x.shape[0]
+        t1 = time.perf_counter()
+        grad_norm, finite = self.update(want_grad_norm)
+        t2 = time.perf_counter()
+        return StepResult(loss_sum, correct, count, samples, grad_norm, finite,
+                          {"data_s": data_seconds, "compute_s": t1 - t0, "optimizer_s": t2 - t1,
+                           "step_s": data_seconds + t2 - t0})
+
+    def update(self, want_grad_norm: bool) -> Tuple[Optional[torch.Tensor], bool]:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
+        grad_norm = None
+        if want_grad_norm or self.clip_grad_norm or self.skip_non_finite:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        finite = True
+        if self.skip_non_finite and self.scaler is None:
+            # Gradients are already all-reduced, so every rank sees the same value and skips together.
+            finite = bool(torch.isfinite(grad_norm).item())  # host sync, only with this policy
+        if finite:
+            if self.clip_grad_value:
+                torch.nn.utils.clip_grad_value_(self.params, self.clip_grad_value)
+            if self.clip_grad_norm and self.clip_grad_value:
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)  # norm after value clipping
+            elif self.clip_grad_norm:
+                torch.nn.utils.clip_grads_with_norm_(self.params, self.clip_grad_norm, grad_norm)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # skips by itself on inf/NaN
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        self.scheduler.step()
+        return grad_norm, finite

@@ -1,0 +1,166 @@
+"""Watches one attempt of a run: drains worker records, detects failures and hangs,
+forwards stop requests. Never on the step path: it polls every POLL_INTERVAL_S,
+on threads of the workers that do not train."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from orchestrator.failure import Failure, Kind, root_cause
+from orchestrator.watchdog import Watchdog
+from orchestrator.worker_group import WorkerGroup
+
+POLL_INTERVAL_S = 0.5
+POLL_TIMEOUT_S = 10.0
+# After a first error, wait this long for the other ranks' errors to pick the root cause.
+FAILURE_GRACE_S = 2.0
+STACKS_TIMEOUT_S = 10.0
+
+
+class StopSignal:
+    """Set by a signal handler or a search (e.g. pruning): stop gracefully; a second request: at once."""
+
+    def __init__(self):
+        self.reason: Optional[str] = None
+        self.force = threading.Event()
+        self._requested = threading.Event()
+
+    def request(self, reason: str) -> None:
+        if self._requested.is_set():
+            self.force.set()
+        self.reason = reason
+        self._requested.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._requested.is_set()
+
+
+@dataclass
+class Outcome:
+    status: str                              # finished | failed | interrupted
+    result: Optional[Dict[str, Any]] = None  # rank 0's FitResult, when finished
+    failure: Optional[Failure] = None
+    last_step: int = 0
+
+
+@dataclass
+class Supervisor:
+    group: WorkerGroup
+    on_records: Callable[[List[Dict[str, Any]]], None]
+    stop: StopSignal
+    hang_timeout_s: float
+    graceful_stop_s: float
+    warn: Callable[[str], None] = print
+    heartbeats: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+
+    def watch(self, run_refs: List[ray.ObjectRef]) -> Outcome:
+        rank_of = {ref: rank for rank, ref in enumerate(run_refs)}
+        pending = list(run_refs)
+        results: Dict[int, Any] = {}
+        failures: List[Failure] = []
+        first_failure_at: Optional[float] = None
+        watchdog = Watchdog(self.hang_timeout_s, time.time())
+        stop_forwarded_at: Optional[float] = None
+        while True:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_INTERVAL_S)
+            self.poll(watchdog)
+            for ref in done:
+                rank = rank_of[ref]
+                try:
+                    results[rank] = ray.get(ref)
+                except (RayActorError, RayTaskError) as err:
+                    failures.append(self.failure_from(err, rank))
+                    first_failure_at = first_failure_at or time.time()
+            now = time.time()
+            if failures and (not pending or now - first_failure_at > FAILURE_GRACE_S):
+                return Outcome("failed", failure=root_cause(failures), last_step=self.last_step())
+            if not pending and not failures:
+                self.poll(watchdog)  # the final records (last metrics, final checkpoint)
+                return Outcome("finished", result=results.get(0), last_step=self.last_step())
+            if failures:
+                continue
+            if self.stop.force.is_set():
+                return Outcome("interrupted", last_step=self.last_step())
+            if self.stop.requested and stop_forwarded_at is None:
+                for actor in self.group.actors:
+                    actor.request_stop.remote(self.stop.reason or "stop requested")
+                stop_forwarded_at = now
+            if stop_forwarded_at is not None and now - stop_forwarded_at > self.graceful_stop_s:
+                self.warn(f"workers did not stop within {self.graceful_stop_s:g}s "
+                          "(fault_tolerance.graceful_stop_s); stopping them now")
+                return Outcome("interrupted", last_step=self.last_step())
+            if watchdog.hung(now):
+                return Outcome("failed", failure=self.hang_failure(watchdog, now), last_step=self.last_step())
+
+    # ----------------------------------------------------------------- observation
+    def poll(self, watchdog: Watchdog) -> None:
+        refs = [actor.poll.remote() for actor in self.group.actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_TIMEOUT_S)
+        ready_set = set(ready)
+        now = time.time()
+        for rank, ref in enumerate(refs):
+            if ref not in ready_set:
+                continue  # unresponsive: counts as no progress
+            try:
+                answer = ray.get(ref)
+            except (RayActorError, RayTaskError, GetTimeoutError):
+                continue  # a dead worker shows up through its run() result
+            self.heartbeats[rank] = answer["heartbeat"]
+            watchdog.observe(rank, answer["heartbeat"]["progress"], now)
+            if answer["records"]:
+                self.on_records(answer["records"])
+
+    def last_step(self) -> int:
+        return max((hb["step"] for hb in self.heartbeats.values()), default=0)
+
+    def failure_from(self, err: Exception, rank: int) -> Failure:
+        info = self.group.infos[rank]
+        step = self.heartbeats.get(rank, {}).get("step", 0)
+        if isinstance(err, RayTaskError):
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            return Failure(Kind.EXCEPTION, rank, step, message=str(cause), node=info.node_ip,
+                           error_type=type(cause).__name__, traceback=str(err), detected_at=time.time())
+        return Failure(Kind.WORKER_DIED, rank, step, message=first_line(str(err)) or "the worker process died",
+                       node=info.node_ip, error_type=type(err).__name__, traceback=str(err), detected_at=time.time())
+
+    def hang_failure(self, watchdog: Watchdog, now: float) -> Failure:
+        ranks = list(range(self.group.size))
+        stacks = self.collect_stacks()
+        lines = []
+        for rank in watchdog.stalest(ranks, now):
+            hb = self.heartbeats.get(rank, {})
+            idle = watchdog.idle_for(rank, now)
+            idle_text = f"{idle:.0f}s" if idle is not None else "since start"
+            lines.append(f"rank {rank} (node {self.group.infos[rank].node_ip}, pid {self.group.infos[rank].pid}): "
+                         f"no progress for {idle_text}, last in phase '{hb.get('phase', '?')}' at step "
+                         f"{hb.get('step', '?')}\n{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
+        message = (f"no progress on any rank for {self.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s)")
+        return Failure(Kind.HANG, None, self.last_step(), message=message, traceback="\n".join(lines),
+                       detected_at=now)
+
+    def collect_stacks(self) -> Dict[int, str]:
+        refs = {rank: actor.stacks.remote() for rank, actor in enumerate(self.group.actors)}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=STACKS_TIMEOUT_S)
+        stacks = {}
+        for rank, ref in refs.items():
+            if ref in ready:
+                try:
+                    stacks[rank] = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - a report, never a reason to crash the driver
+                    stacks[rank] = f"(stack unavailable: {first_line(str(err))})"
+        return stacks
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

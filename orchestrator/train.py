@@ -1,0 +1,48 @@
+"""Command line: ``python -m orchestrator.train [overrides]``. Wiring only: compose, freeze, launch.
+
+Exit codes: 0 completed, 1 failed, 2 bad configuration, 130 interrupted (checkpoint written).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from orchestrator import config_store
+from orchestrator.config import ConfigError
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def command_start() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - timing only
+        return time.time()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(dict_cfg: DictConfig) -> None:
+    try:
+        cfg = config_store.freeze(dict_cfg)
+    except ConfigError as err:
+        print(f"Configuration error: {err}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+    from orchestrator.api import run_frozen
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    code = run_frozen(cfg, run_dir, command_start=command_start())
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

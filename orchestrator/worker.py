@@ -1,0 +1,142 @@
+"""The worker: one data-parallel replica. A plain class; Ray makes it an actor at creation
+(``ray.remote(Worker)``), as Ray Train v2 does, so it can also be used without Ray.
+
+The training loop runs in ``run`` on one thread; the driver's calls (``poll``,
+``request_stop``, ``stacks``) are served on other threads of the same actor,
+so watching a worker never blocks its training.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from orchestrator import config as C
+from orchestrator.data import DataBundle
+from orchestrator.plan import AttemptPlan
+from orchestrator.reporting import Reporter
+
+
+@dataclass
+class WorkerInfo:
+    index: int            # creation order in the gang
+    node_id: str
+    node_ip: str
+    hostname: str
+    pid: int
+    gpu_ids: List[int]    # physical GPU ids Ray assigned to this worker
+
+
+class ObjectStoreReporter(Reporter):
+    """Checkpoint bytes go to Ray's object store; the driver receives only a reference."""
+
+    def store(self, payload: bytes):
+        import ray
+
+        return ray.put(payload)
+
+
+class Worker:
+    def __init__(self, index: int, cpus: int):
+        self.index = index
+        self.cpus = cpus
+        self.rank: Optional[int] = None
+        self.world_size: Optional[int] = None
+        self.local_device_index: Optional[int] = None
+        self.reporter = Reporter(rank=-1, keeps_records=False)
+        self.train_thread: Optional[int] = None
+        torch.set_num_threads(cpus)  # like torchrun's OMP_NUM_THREADS: one worker, its own cores
+
+    # ----------------------------------------------------------------- placement and rendezvous
+    def describe(self) -> WorkerInfo:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        gpu_ids = [int(g) for g in ray.get_gpu_ids()]
+        return WorkerInfo(self.index, ctx.get_node_id(), ray.util.get_node_ip_address(), socket.gethostname(),
+                          os.getpid(), gpu_ids)
+
+    def free_port(self) -> int:
+        """A free TCP port on this node for the rendezvous (rank 0 hosts it)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]
+
+    def join(self, rank: int, world_size: int, master_addr: str, master_port: int, timeout_s: float,
+             cuda_visible_devices: Optional[str]) -> None:
+        """Join the process group: NCCL on a GPU, gloo on the CPU."""
+        self.rank, self.world_size = rank, world_size
+        self.reporter = (ObjectStoreReporter if rank == 0 else Reporter)(rank, keeps_records=rank == 0)
+        if cuda_visible_devices is not None:
+            # Like Ray Train: workers on one node see all of that node's gang GPUs (so NCCL can use
+            # peer-to-peer), each using its own. Set before CUDA initialises in this process.
+            own = ",".join(str(g) for g in self.describe().gpu_ids)
+            os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+            self.local_device_index = cuda_visible_devices.split(",").index(own.split(",")[0])
+        backend = "nccl" if self.local_device_index is not None else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=rank,
+                                world_size=world_size, timeout=timedelta(seconds=timeout_s))
+
+    # ----------------------------------------------------------------- training
+    def device(self, cfg: C.Config) -> torch.device:
+        if self.local_device_index is not None and cfg.trainer.device in ("auto", "cuda"):
+            torch.cuda.set_device(self.local_device_index)  # per thread: call on the training thread
+            return torch.device("cuda", self.local_device_index)
+        return torch.device("cpu")
+
+    def run(self, cfg: C.Config, bundle: DataBundle, plan: AttemptPlan, resume: Optional[bytes],
+            config_yaml: str = "") -> Dict[str, Any]:
+        from orchestrator import loop, state as S
+        from orchestrator.build import build
+
+        self.train_thread = threading.get_ident()
+        self.reporter.progress(0, "starting")
+        device = self.device(cfg)
+        components = build(cfg, bundle, plan, self.rank, device, distributed=self.world_size > 1,
+                           config_yaml=config_yaml)
+        train_state = None
+        if resume is not None:
+            payload = S.load_payload(resume, device)
+            train_state = S.restore(payload, components.module, components.optimizer, components.scheduler,
+                                    components.scaler, self.rank, self.world_size)
+            if payload["world_size"] != self.world_size:
+                # Elastic resume: RNG streams cannot map 1:1 onto a new gang; seed them afresh.
+                torch.manual_seed(cfg.trainer.seed + 1000 * (plan.attempt + 1) + self.rank)
+            from orchestrator.optim import rebase_lr
+
+            rebase_lr(components.scheduler, cfg.optimizer.lr * plan.lr_scale)
+        result = loop.fit(components, self.reporter, train_state)
+        return asdict(result)
+
+    # ----------------------------------------------------------------- served while training
+    def poll(self) -> Dict[str, Any]:
+        return {"heartbeat": asdict(self.reporter.heartbeat), "records": self.reporter.drain()}
+
+    def request_stop(self, reason: str) -> None:
+        self.reporter.request_stop(reason)
+
+    def stacks(self) -> str:
+        """Python stacks of this worker's threads, the training thread first (for hang reports)."""
+        frames = sys._current_frames()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        order = sorted(frames, key=lambda ident: ident != self.train_thread)
+        parts = []
+        for ident in order:
+            label = "training thread" if ident == self.train_thread else names.get(ident, str(ident))
+            if label.startswith(("ThreadPoolExecutor", "Thread-")) and ident != self.train_thread:
+                continue  # Ray's idle executor threads (one of them is answering this call)
+            parts.append(f"--- {label}\n" + "".join(traceback.format_stack(frames[ident])))
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,177 @@
+"""A gang of worker actors: one placement group, deterministic ranks, one rendezvous.
+
+Every wait here has a bound and a named error: placement (the cluster cannot
+hold the gang), actor start, and the process-group rendezvous.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from orchestrator import config as C
+from orchestrator.worker import Worker, WorkerInfo
+
+
+class PlacementTimeout(RuntimeError):
+    """The cluster could not hold the requested gang within the configured bound."""
+
+
+class WorkerStartTimeout(RuntimeError):
+    pass
+
+
+class RendezvousTimeout(RuntimeError):
+    pass
+
+
+ACTOR_START_TIMEOUT_S = 120.0   # process start + importing torch on a busy node
+RENDEZVOUS_TIMEOUT_S = 120.0
+# Served concurrently with `run`: poll, request_stop, stacks.
+WORKER_CONCURRENCY = 4
+
+
+def bundle_for(cfg: C.ClusterConfig) -> Dict[str, float]:
+    bundle = {"CPU": float(cfg.cpus_per_worker)}
+    if cfg.gpus_per_worker:
+        bundle["GPU"] = float(cfg.gpus_per_worker)
+    return bundle
+
+
+def rank_order(infos: Sequence[WorkerInfo]) -> List[int]:
+    """Indices of ``infos`` in rank order: by node, then GPU, then creation order (deterministic)."""
+    return sorted(range(len(infos)),
+                  key=lambda i: (infos[i].node_ip, infos[i].node_id, min(infos[i].gpu_ids, default=-1),
+                                 infos[i].index))
+
+
+def shared_cuda_devices(infos: Sequence[WorkerInfo]) -> List[Optional[str]]:
+    """Per worker: the GPUs of all gang workers on its node (CUDA_VISIBLE_DEVICES), or None on CPU."""
+    per_node: Dict[str, set] = defaultdict(set)
+    for info in infos:
+        per_node[info.node_id].update(info.gpu_ids)
+    return [",".join(str(g) for g in sorted(per_node[info.node_id])) if info.gpu_ids else None for info in infos]
+
+
+def describe_cluster() -> str:
+    lines = []
+    available = ray.available_resources()
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        total = node.get("Resources", {})
+        lines.append(f"  node {node['NodeManagerAddress']} ({node['NodeID'][:8]}): "
+                     + ", ".join(f"{k} {v:g}" for k, v in sorted(total.items()) if k in ("CPU", "GPU", "memory")
+                                 and k != "memory"))
+    lines.append("  free now: " + ", ".join(f"{k} {available.get(k, 0):g}" for k in ("CPU", "GPU")))
+    return "\n".join(lines)
+
+
+@dataclass
+class WorkerGroup:
+    actors: List[Any]
+    infos: List[WorkerInfo]              # in rank order
+    pg: Any
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    @classmethod
+    def start(cls, cfg: C.Config, size: int, collective_timeout_s: float) -> "WorkerGroup":
+        timings: Dict[str, float] = {}
+        pg = reserve(cfg.cluster, size, timings)
+        actors: List[Any] = []
+        try:
+            actors = create_actors(cfg.cluster, pg, size)
+            infos = wait_for_actors(actors, timings)
+            order = rank_order(infos)
+            actors, infos = [actors[i] for i in order], [infos[i] for i in order]
+            rendezvous(actors, infos, collective_timeout_s, timings)
+        except BaseException:
+            release(actors, pg)  # teardown in one place, also after a failed start
+            raise
+        return cls(actors, infos, pg, timings)
+
+    def run(self, *args) -> List[ray.ObjectRef]:
+        return [actor.run.remote(*args) for actor in self.actors]
+
+    def shutdown(self) -> None:
+        release(self.actors, self.pg)
+
+
+def reserve(cluster: C.ClusterConfig, size: int, timings: Dict[str, float]):
+    t0 = time.perf_counter()
+    bundle = bundle_for(cluster)
+    pg = placement_group([dict(bundle) for _ in range(size)], strategy=cluster.placement_strategy)
+    ready, _ = ray.wait([pg.ready()], timeout=cluster.placement_timeout_s)
+    if not ready:
+        remove_placement_group(pg)
+        raise PlacementTimeout(
+            f"the cluster cannot hold the gang: asked for {size} workers x {bundle} "
+            f"(strategy {cluster.placement_strategy}), waited {cluster.placement_timeout_s:g}s "
+            f"(cluster.placement_timeout_s).\nThe cluster has:\n{describe_cluster()}")
+    timings["placement_s"] = time.perf_counter() - t0
+    return pg
+
+
+def create_actors(cluster: C.ClusterConfig, pg, size: int) -> List[Any]:
+    remote_worker = ray.remote(Worker)
+    return [
+        remote_worker.options(
+            num_cpus=cluster.cpus_per_worker,
+            num_gpus=cluster.gpus_per_worker,
+            max_concurrency=WORKER_CONCURRENCY,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
+        ).remote(i, cluster.cpus_per_worker)
+        for i in range(size)
+    ]
+
+
+def wait_for_actors(actors: List[Any], timings: Dict[str, float]) -> List[WorkerInfo]:
+    t0 = time.perf_counter()
+    refs = [a.describe.remote() for a in actors]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=ACTOR_START_TIMEOUT_S)
+    if pending:
+        raise WorkerStartTimeout(f"{len(pending)} of {len(actors)} workers did not start within "
+                                 f"{ACTOR_START_TIMEOUT_S:g}s")
+    infos = ray.get(refs)
+    timings["actor_start_s"] = time.perf_counter() - t0
+    return infos
+
+
+def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, timings: Dict[str, float]) -> None:
+    """Rank 0 hosts the TCP store; ``timeout_s`` is also torch.distributed's collective timeout."""
+    t0 = time.perf_counter()
+    master_addr = infos[0].node_ip
+    master_port = ray.get(actors[0].free_port.remote(), timeout=ACTOR_START_TIMEOUT_S)
+    devices = shared_cuda_devices(infos)
+    refs = [a.join.remote(rank, len(actors), master_addr, master_port, timeout_s, devices[rank])
+            for rank, a in enumerate(actors)]
+    bound = min(timeout_s, RENDEZVOUS_TIMEOUT_S)
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bound)
+    if pending:
+        raise RendezvousTimeout(f"{len(pending)} of {len(actors)} workers did not join the process group at "
+                                f"{master_addr}:{master_port} within {bound:g}s")
+    ray.get(refs)  # surfaces a join error (e.g. NCCL missing)
+    timings["process_group_s"] = time.perf_counter() - t0
+
+
+def release(actors: List[Any], pg) -> None:
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already dead
+            pass
+    if pg is not None:
+        try:
+            remove_placement_group(pg)
+        except Exception:
+            pass

@@ -1,0 +1,75 @@
+"""Shared fixtures: one local Ray session for the whole suite, run dirs, event-file reading.
+
+Ray's session files go to a temp dir made for this test session (RAY_TMPDIR,
+inherited by the command-line runs the tests start) and removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+# Before anything imports ray: Ray's temp dir (short path: unix socket names have a length limit).
+RAY_TMP = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+os.environ["RAY_TMPDIR"] = RAY_TMP
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only, as the CLI does
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+# Logical CPUs of the shared session: more than the 2 cores, so that tests can run two gangs at once.
+SHARED_CPUS = 4
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests that need their own Ray cluster run last, after the shared session is no longer needed.
+    items.sort(key=lambda item: 1 if item.get_closest_marker("multinode") else 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    finally:
+        shutil.rmtree(RAY_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The suite's shared local Ray (the launcher reuses a session that is already up)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=SHARED_CPUS, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    yield ray
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return tmp_path / "run"
+
+
+def read_scalars(tb_dir: Path) -> Dict[str, List[Tuple[int, float]]]:
+    """All scalar series in a run's event files, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def compose(*overrides: str):
+    from orchestrator.api import compose as compose_config
+
+    return compose_config(list(overrides))
+
+
+# Small, fast runs for end-to-end tests.
+FAST = ("trainer.max_epochs=2", "trainer.log_every_n_steps=2", "checkpoint.every_epoch=true",
+        "fault_tolerance.hang_timeout_s=60")

@@ -1,0 +1,104 @@
+"""Configuration: every group composes; bad input fails at composition, naming the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError
+from tests.conftest import REPO, RAY_TMP, compose
+
+CONF = REPO / "conf"
+# Options that need a partner choice to make a valid run.
+PARTNERS = {
+    ("model", "gpt"): ["data=text"],
+    ("data", "text"): ["model=gpt"],
+    ("data", "mnist"): ["data.path=/nonexistent"],  # the path is checked when data loads, not here
+    ("data", "synthetic_regression"): ["model=mlp"],
+}
+
+
+def group_options():
+    for group_dir in sorted(p for p in CONF.iterdir() if p.is_dir()):
+        for option in sorted(group_dir.glob("*.yaml")):
+            yield group_dir.name, option.stem
+
+
+@pytest.mark.parametrize("group,option", list(group_options()))
+def test_every_config_group_option_composes(group, option):
+    if group == "experiment":
+        cfg = compose(f"+experiment={option}")
+    else:
+        cfg = compose(f"{group}={option}", *PARTNERS.get((group, option), []))
+    if group not in ("experiment", "search"):
+        assert getattr(cfg, group) is not None
+
+
+def test_default_config_is_the_documented_default_job():
+    cfg = compose()
+    assert (cfg.model.name, cfg.data.name, cfg.optimizer.name) == ("cnn", "digits", "adam")
+    assert cfg.trainer.num_workers == 2
+    assert cfg.cluster.address is None
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.num_workers=0", "trainer.num_workers"),
+    ("optimizer.lr=-0.1", "optimizer.lr"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("model.dropout=1.0", "model.dropout"),
+    ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ("cluster.placement_strategy=ANYWHERE", "cluster.placement_strategy"),
+    ("trainer.precision=fp8", "trainer.precision"),
+    ("trainer.min_workers=5", "trainer.min_workers"),
+    ("fault_tolerance.hang_timeout_s=0", "fault_tolerance.hang_timeout_s"),
+])
+def test_impossible_value_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose(override)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.hiden_sizes=[64]", "model.hiden_sizes"),     # misspelt key
+    ("trainer.max_epochs=ten", "trainer.max_epochs"),    # wrong type
+    ("+trainer.num_worker=2", "trainer.num_worker"),     # appended unknown key
+    ("model=mlp model.hidden_sizes=[a]", "model.hidden_sizes"),
+])
+def test_unknown_key_or_wrong_type_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
+        compose(*override.split())
+
+
+def test_cross_group_mismatch_is_rejected():
+    with pytest.raises(ConfigError, match="model"):
+        compose("model=gpt")  # gpt needs text data
+    with pytest.raises(ConfigError, match="trainer.loss"):
+        compose("data=synthetic_regression", "model=mlp", "trainer.loss=cross_entropy")
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        compose("trainer.precision=fp16")  # fp16 needs a GPU
+
+
+def test_missing_mandatory_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"data\.path"):
+        compose("data=mnist")
+
+
+def ray_sessions():
+    return set(Path(RAY_TMP, "ray").glob("session_2*")) if Path(RAY_TMP, "ray").exists() else set()
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.num_workers=0", "trainer.num_workers"),
+    ("optimizer.lrr=0.1", "optimizer.lrr"),
+])
+def test_command_line_rejects_bad_config_before_starting_anything(tmp_path, override, key):
+    before = ray_sessions()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.train", override, f"hydra.run.dir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+    assert ray_sessions() == before, "no Ray instance may start for a bad config"
+    assert not (tmp_path / "tb").exists()
