@@ -95,7 +95,8 @@ def train_batches(view: SplitView, sampler: ResumableDistributedSampler,
 
 def eval_batches(num_samples: int, rank: int, world_size: int, batch_size: int) -> Iterator[torch.Tensor]:
     """Every sample exactly once across ranks (strided shards, no padding), so reduced metrics are exact."""
-    local = torch.arange(rank, num_samples, world_size)
+    # max(): a rank past the last sample (fewer samples than ranks) gets an empty shard, not an error.
+    local = torch.arange(rank, max(rank, num_samples), world_size)
     for i in range(0, len(local), batch_size):
         yield local[i:i + batch_size]
 

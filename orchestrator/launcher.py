@@ -131,6 +131,9 @@ def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointSto
     attempt = 0
     while True:
         group, plan = start_gang(cfg, attempt, history, recorder)
+        recorder.log.info["workers"] = [
+            {"rank": rank, "node_id": info.node_id, "node_ip": info.node_ip, "pid": info.pid, "gpus": info.gpu_ids}
+            for rank, info in enumerate(group.infos)]
         if attempt == 0:
             recorder.log.timing.update(group.timings)
             recorder.tb.scalars(0, {f"startup/{key}": value for key, value in recorder.log.timing.items()
@@ -251,6 +254,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
         "epochs": int(last.get("train/epoch", 0)),
         "wall_time_s": time.time() - started,
         "world_size": cfg.trainer.num_workers,
+        "workers": log.info.get("workers", []) if log else [],
         "timing": timing,
         "restarts": log.restarts if log else [],
         "events": log.events if log else [],

@@ -70,7 +70,7 @@ class ProgressView:
 
     def message(self, text: str, style: str = "") -> None:
         if self.enabled:
-            self.console.print(text, style=style or None, highlight=False)
+            self.console.print(text, style=style or None, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -96,4 +96,5 @@ class ProgressView:
             table.add_row("restarts", str(len(summary["restarts"])))
         table.add_row("run dir", summary["run_dir"])
         self.console.print(table)
-        self.console.print(f"TensorBoard: tensorboard --logdir {summary['tensorboard_dir']}", highlight=False)
+        self.console.print(f"TensorBoard: tensorboard --logdir {summary['tensorboard_dir']}", highlight=False,
+                           soft_wrap=True)

@@ -33,7 +33,9 @@ class TrainState:
 
 
 def rng_state() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    _, python_state, gauss_next = random.getstate()
+    # gauss_next: random.gauss() draws pairs and caches the second; without it the stream diverges.
+    state = {"torch": torch.get_rng_state(), "python": list(python_state), "python_gauss": gauss_next}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -41,7 +43,7 @@ def rng_state() -> Dict[str, Any]:
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
+    random.setstate((3, tuple(state["python"]), state.get("python_gauss")))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
