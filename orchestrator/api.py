@@ -61,12 +61,13 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
 
 def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None) -> int:
     """The command line's run: prints errors instead of raising; returns the exit code."""
+    from orchestrator.checkpoint import CorruptCheckpoint
     from orchestrator.launcher import RunFailed, launch
     from orchestrator.worker_group import PlacementTimeout
 
     try:
         result = launch(cfg, run_dir, command_start=command_start)
-    except (RunFailed, PlacementTimeout, FileNotFoundError) as err:
+    except (RunFailed, PlacementTimeout, FileNotFoundError, CorruptCheckpoint) as err:
         print(f"\nRun failed: {err}", file=sys.stderr)
         return 1
     return 130 if result.status == "interrupted" else 0

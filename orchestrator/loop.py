@@ -104,6 +104,7 @@ class Loop:
         self.throughput = Throughput(warmup_steps=min(5, max(1, c.total_steps // 10)))
         self.last_checkpoint_step = -1
         self.last_val_step = -1
+        self.stopped_on_request = False
         self.timing: Dict[str, float] = {}
         self.last_log = self.paused_at = time.perf_counter()
 
@@ -188,6 +189,7 @@ class Loop:
         r.metrics(st.step, train_scalars(reduced, grad_norm, lr, now - self.last_log, self.samples_per_step))
         self.last_log = now
         if reduced.stop:
+            self.stopped_on_request = True
             return r.stop_reason() or "stop requested"
         return None
 
@@ -227,7 +229,8 @@ class Loop:
         c, r, st = self.c, self.r, self.state
         if self.stats.steps:
             self.log(None)  # flush the partial logging window
-        self.validate()
+        if not self.stopped_on_request:  # asked to stop (Ctrl-C, pruning): checkpoint and go
+            self.validate()
         self.checkpoint()  # the final state, whatever stopped the run
         metrics = dict(st.last_val)
         if self.throughput.samples_per_sec is not None:
