@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 from orchestrator import config as C
 
@@ -44,9 +44,12 @@ def default_run_dir(root: Union[str, Path] = "outputs") -> Path:
 
 
 def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
-        run_dir: Optional[Union[str, Path]] = None, show_progress: bool = True):
+        run_dir: Optional[Union[str, Path]] = None, show_progress: bool = True,
+        on_metrics: Optional[Callable[[int, Dict[str, float]], None]] = None):
     """Train and return a ``RunResult`` (status, metrics, run_dir, summary).
 
+    ``on_metrics(step, values)`` is called on the driver for every batch of
+    reduced metrics as it arrives (e.g. to forward them elsewhere).
     Raises ``ConfigError`` for bad configuration (before anything starts) and
     ``RunFailed`` when the run fails beyond what fault tolerance recovers.
     """
@@ -56,7 +59,8 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
     if config is not None and overrides:
         raise ValueError("pass either overrides or config, not both")
     C.check_combination(cfg)  # a config object edited by hand is checked again
-    return launch(cfg, Path(run_dir) if run_dir else default_run_dir(), show_progress=show_progress)
+    return launch(cfg, Path(run_dir) if run_dir else default_run_dir(), show_progress=show_progress,
+                  observer=on_metrics)
 
 
 def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None) -> int:

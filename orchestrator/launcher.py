@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from orchestrator import config as C, data
-from orchestrator.checkpoint import CheckpointStore, resolve_resume
+from orchestrator.checkpoint import CheckpointStore, CheckpointWriter, resolve_resume
 from orchestrator.cluster import RaySession
 from orchestrator.failure import Action, Failure, Kind, decide
 from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
@@ -76,7 +76,8 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
     paths.config.write_text(config_yaml)
     stop = stop or StopSignal()
     view = ProgressView(cfg.name, enabled=show_progress)
-    store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=lambda m: view.message(m, style="yellow"))
+    early_warnings: List[str] = []  # shown and recorded once the recorder exists
+    store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=early_warnings.append)
     resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
     restore_signals = install_signal_handlers(stop, view)
     t0 = time.perf_counter()
@@ -87,13 +88,13 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
     status, error = "failed", None
     try:
         with RaySession(cfg.cluster) as session:
-            import ray
-
-            recorder = Recorder(tb, view, store, fetch=lambda p: p if isinstance(p, bytes) else ray.get(p),
-                                observer=observer)
+            recorder = Recorder(tb, view, observer=observer)
             recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
                                         "ray_start_s": session.seconds})
             recorder.log.info["data_sizes"] = bundle.spec.sizes
+            store.warn = lambda m: recorder.event(0, "checkpoint", m)
+            for message in early_warnings:
+                recorder.event(resume[0].step if resume else 0, "checkpoint", message)
             if resume:
                 recorder.event(resume[0].step, "resume", f"continuing from checkpoint at step {resume[0].step}",
                                style="cyan")
@@ -126,6 +127,28 @@ def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointSto
     import ray
 
     data_ref = ray.put(bundle)  # once; every worker maps it from the object store
+    writer = start_checkpoint_writer(store)
+    try:
+        return supervise_attempts(cfg, data_ref, writer, recorder, store, stop, view, resume, config_yaml)
+    finally:
+        ray.kill(writer)
+
+
+def start_checkpoint_writer(store: CheckpointStore):
+    """The run's checkpoint writer, pinned to this (the driver's) node: it writes the run dir."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(CheckpointWriter).options(
+        num_cpus=0, max_concurrency=1, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    ).remote(str(store.directory), store.cfg)
+
+
+def supervise_attempts(cfg: C.Config, data_ref, writer, recorder: Recorder, store: CheckpointStore,
+                       stop: StopSignal, view: ProgressView, resume, config_yaml: str) -> str:
+    import ray
+
     resume_ref = ray.put(resume[1]) if resume else None
     history: List[Failure] = []
     attempt = 0
@@ -142,25 +165,28 @@ def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointSto
                                 cfg.fault_tolerance.graceful_stop_s,
                                 warn=lambda m: view.message(m, style="yellow"))
         try:
-            refs = group.run(cfg, data_ref, plan, resume_ref, config_yaml)
+            refs = group.run(cfg, data_ref, plan, resume_ref, config_yaml, writer)
             outcome = supervisor.watch(refs)
         finally:
             group.shutdown()
         if outcome.status == "finished":
             recorder.log.info["stop_reason"] = outcome.result["stop_reason"]
             recorder.log.timing.update(outcome.result.get("timing", {}))
-            return "completed"
+            # Workers that stopped because we asked them to (Ctrl-C, pruning) did not complete.
+            return "interrupted" if stop.requested else "completed"
         if outcome.status == "interrupted":
             recorder.log.info["stop_reason"] = stop.reason or "interrupted"
             return "interrupted"
         failure = outcome.failure
         decision = decide(failure, history, cfg.trainer.max_failures)
         history.append(failure)
+        ray.get(writer.flush.remote(), timeout=600)  # checkpoints already sent are on disk
         latest = store.latest_good()
         report_failure(recorder, failure, decision, latest[0].step if latest else None, attempt)
         if decision.action == Action.RAISE:
+            where = f"rank {failure.rank}" if failure.rank is not None else "the gang"
             raise RunFailed(f"{failure.describe()}\n{decision.reason}"
-                            + (f"\n{failure.traceback}" if failure.traceback else ""), {})
+                            + (f"\nTraceback from {where}:\n{failure.traceback}" if failure.traceback else ""), {})
         resume_ref = ray.put(latest[1]) if latest else None
         attempt += 1
 

@@ -80,8 +80,9 @@ class ProgressView:
     def summary(self, summary: Dict[str, Any]) -> None:
         if not self.enabled:
             return
-        table = Table(title=f"{self.name}: {summary['status']} ({summary.get('stop_reason') or '-'})",
-                      show_header=False, title_justify="left")
+        self.console.print(f"{self.name}: {summary['status']} ({summary.get('stop_reason') or '-'})",
+                           style="bold", highlight=False, soft_wrap=True)
+        table = Table(show_header=False)
         table.add_column(style="bold")
         table.add_column()
         for key, value in summary["metrics"].items():

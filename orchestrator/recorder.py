@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from orchestrator.checkpoint import CheckpointStore
 from orchestrator.progress import ProgressView
 from orchestrator.tensorboard_sink import TensorBoardSink
 
@@ -28,9 +27,8 @@ class RunLog:
 
 
 class Recorder:
-    def __init__(self, tb: TensorBoardSink, view: ProgressView, store: CheckpointStore,
-                 fetch: Callable[[Any], bytes], observer: Optional[MetricsObserver] = None):
-        self.tb, self.view, self.store, self.fetch, self.observer = tb, view, store, fetch, observer
+    def __init__(self, tb: TensorBoardSink, view: ProgressView, observer: Optional[MetricsObserver] = None):
+        self.tb, self.view, self.observer = tb, view, observer
         self.log = RunLog()
 
     def handle(self, records: List[Dict[str, Any]]) -> None:
@@ -64,12 +62,5 @@ class Recorder:
         self.view.message(f"[step {step}] {kind}: {message}", style=style)
 
     def on_checkpoint(self, record: Dict[str, Any]) -> None:
-        try:
-            payload = self.fetch(record["payload"])
-        except Exception as err:  # noqa: BLE001 - rank 0 died before we fetched it: the previous one stands
-            self.view.message(f"checkpoint at step {record['step']} was lost in transit ({err}); "
-                              "the previous one stands", style="yellow")
-            return
-        info = record["info"]
-        self.store.save(record["step"], payload, info["epoch"], info["metrics"])
+        # The bytes went straight to the CheckpointWriter; the record only says it happened.
         self.log.checkpoints.append(record["step"])

@@ -48,7 +48,7 @@ class Reporter:
         self._put({"kind": "info", "values": values})
 
     def checkpoint(self, step: int, payload: bytes, info: Dict[str, Any]) -> None:
-        self._put({"kind": "checkpoint", "step": step, "payload": self.store(payload), "info": info})
+        self._put({"kind": "checkpoint", "step": step, "info": info, **self.persist(step, payload, info)})
 
     def stop_reason(self) -> Optional[str]:
         return self._stop_reason
@@ -64,9 +64,13 @@ class Reporter:
         return records
 
     # --- overridable
-    def store(self, payload: bytes) -> Any:
-        """How checkpoint bytes travel; the Ray worker puts them in the object store."""
-        return payload
+    def persist(self, step: int, payload: bytes, info: Dict[str, Any]) -> Dict[str, Any]:
+        """Where checkpoint bytes go. Here: into the record (tests without Ray); the Ray worker
+        sends them to the run's CheckpointWriter instead."""
+        return {"payload": payload}
+
+    def wait_persisted(self) -> None:
+        """Block until every checkpoint handed to ``persist`` is stored."""
 
     def _put(self, record: Dict[str, Any]) -> None:
         if self.keeps_records:

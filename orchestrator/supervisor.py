@@ -127,8 +127,8 @@ class Supervisor:
             cause = err.cause if getattr(err, "cause", None) is not None else err
             return Failure(Kind.EXCEPTION, rank, step, message=str(cause), node=info.node_ip,
                            error_type=type(cause).__name__, traceback=str(err), detected_at=time.time())
-        return Failure(Kind.WORKER_DIED, rank, step, message=first_line(str(err)) or "the worker process died",
-                       node=info.node_ip, error_type=type(err).__name__, traceback=str(err), detected_at=time.time())
+        return Failure(Kind.WORKER_DIED, rank, step, message=death_message(str(err)), node=info.node_ip,
+                       error_type=type(err).__name__, traceback=str(err), detected_at=time.time())
 
     def hang_failure(self, watchdog: Watchdog, now: float) -> Failure:
         ranks = list(range(self.group.size))
@@ -156,6 +156,13 @@ class Supervisor:
                 except Exception as err:  # noqa: BLE001 - a report, never a reason to crash the driver
                     stacks[rank] = f"(stack unavailable: {first_line(str(err))})"
         return stacks
+
+
+def death_message(text: str) -> str:
+    """Ray's actor-death text, cut to what tells the cause (exit type and detail, e.g. OOM or SIGKILL)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if "exit" in line.lower() or "node" in line.lower()]
+    return " ".join((lines[:1] + useful[:2]) or ["the worker process died"])[:1000]
 
 
 def first_line(text: str) -> str:

@@ -5,11 +5,14 @@ Exit codes: 0 completed, 1 failed, 2 bad configuration, 130 interrupted (checkpo
 
 from __future__ import annotations
 
-import sys
 import time
+
+STARTED = time.time()  # first thing: "command start" for the start-up timings
+
+import sys  # noqa: E402
 from pathlib import Path
 
-import hydra
+import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -17,15 +20,6 @@ from orchestrator import config_store
 from orchestrator.config import ConfigError
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
-
-
-def command_start() -> float:
-    try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except Exception:  # noqa: BLE001 - timing only
-        return time.time()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
@@ -39,7 +33,7 @@ def main(dict_cfg: DictConfig) -> None:
     from orchestrator.api import run_frozen
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    code = run_frozen(cfg, run_dir, command_start=command_start())
+    code = run_frozen(cfg, run_dir, command_start=STARTED)
     if code:
         sys.exit(code)
 

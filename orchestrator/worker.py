@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from orchestrator import config as C
 from orchestrator.data import DataBundle
+from orchestrator.optim import rebase_lr
 from orchestrator.plan import AttemptPlan
 from orchestrator.reporting import Reporter
 
@@ -36,13 +37,26 @@ class WorkerInfo:
     gpu_ids: List[int]    # physical GPU ids Ray assigned to this worker
 
 
-class ObjectStoreReporter(Reporter):
-    """Checkpoint bytes go to Ray's object store; the driver receives only a reference."""
+class RayReporter(Reporter):
+    """Rank 0's reporter: checkpoints go straight to the run's CheckpointWriter actor."""
 
-    def store(self, payload: bytes):
+    PERSIST_TIMEOUT_S = 600.0
+
+    def __init__(self, rank: int, writer):
+        super().__init__(rank, keeps_records=True)
+        self.writer = writer
+        self.pending: List[Any] = []
+
+    def persist(self, step: int, payload: bytes, info: Dict[str, Any]) -> Dict[str, Any]:
+        # Fire and forget: training goes on while the bytes travel and are written.
+        self.pending.append(self.writer.save.remote(step, payload, info["epoch"], info["metrics"]))
+        return {}
+
+    def wait_persisted(self) -> None:
         import ray
 
-        return ray.put(payload)
+        ray.get(self.pending, timeout=self.PERSIST_TIMEOUT_S)
+        self.pending.clear()
 
 
 class Worker:
@@ -75,7 +89,6 @@ class Worker:
              cuda_visible_devices: Optional[str]) -> None:
         """Join the process group: NCCL on a GPU, gloo on the CPU."""
         self.rank, self.world_size = rank, world_size
-        self.reporter = (ObjectStoreReporter if rank == 0 else Reporter)(rank, keeps_records=rank == 0)
         if cuda_visible_devices is not None:
             # Like Ray Train: workers on one node see all of that node's gang GPUs (so NCCL can use
             # peer-to-peer), each using its own. Set before CUDA initialises in this process.
@@ -94,11 +107,13 @@ class Worker:
         return torch.device("cpu")
 
     def run(self, cfg: C.Config, bundle: DataBundle, plan: AttemptPlan, resume: Optional[bytes],
-            config_yaml: str = "") -> Dict[str, Any]:
+            config_yaml: str = "", checkpoint_writer=None) -> Dict[str, Any]:
         from orchestrator import loop, state as S
         from orchestrator.build import build
 
         self.train_thread = threading.get_ident()
+        # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
+        self.reporter = RayReporter(self.rank, checkpoint_writer) if self.rank == 0 else Reporter(self.rank, False)
         self.reporter.progress(0, "starting")
         device = self.device(cfg)
         components = build(cfg, bundle, plan, self.rank, device, distributed=self.world_size > 1,
@@ -111,10 +126,9 @@ class Worker:
             if payload["world_size"] != self.world_size:
                 # Elastic resume: RNG streams cannot map 1:1 onto a new gang; seed them afresh.
                 torch.manual_seed(cfg.trainer.seed + 1000 * (plan.attempt + 1) + self.rank)
-            from orchestrator.optim import rebase_lr
-
             rebase_lr(components.scheduler, cfg.optimizer.lr * plan.lr_scale)
         result = loop.fit(components, self.reporter, train_state)
+        self.reporter.wait_persisted()  # the final checkpoint is on disk before we say we are done
         return asdict(result)
 
     # ----------------------------------------------------------------- served while training

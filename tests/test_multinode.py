@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import orchestrator
@@ -38,3 +40,32 @@ def test_strict_spread_gang_runs_one_worker_per_node(two_node_cluster, tmp_path)
     assert scalars["train/loss"] and scalars["val/accuracy"]
     assert {"worker/0/step_ms", "worker/1/step_ms"} <= scalars.keys()
     assert list((tmp_path / "checkpoints").glob("step-*.pt")), "rank 0's checkpoints reach the driver's disk"
+
+
+def test_losing_a_node_shrinks_the_gang_and_the_run_completes(two_node_cluster, tmp_path):
+    """Elastic: the node of one worker disappears; the run goes on with one worker from the last
+    checkpoint, accumulating two micro-batches to keep the global batch."""
+    other_nodes = [node for node in two_node_cluster.worker_nodes]
+    removed = {}
+
+    def remove_a_node(step, values):
+        if not removed and step >= 40:
+            # From another thread: a lost node does not pause the driver.
+            threading.Thread(target=two_node_cluster.remove_node, args=(other_nodes[0],)).start()
+            removed["step"] = step
+
+    result = orchestrator.run(
+        [f"cluster.address={two_node_cluster.address}", "cluster.placement_strategy=STRICT_SPREAD",
+         "model=mlp", "trainer.max_steps=150", "trainer.max_epochs=100", "trainer.log_every_n_steps=5",
+         "checkpoint.every_n_steps=10", "checkpoint.every_epoch=false", "trainer.min_workers=1",
+         "fault_tolerance.restart_wait_s=3", "cluster.placement_timeout_s=5"],
+        run_dir=tmp_path, show_progress=False, on_metrics=remove_a_node)
+    assert removed, "the node was never removed"
+    assert result.status == "completed" and result.summary["steps"] == 150
+    (restart,) = result.summary["restarts"]
+    assert restart["kind"] == "worker_died"
+    assert restart["steps_lost"] <= 10 + 5, "no work lost beyond the last checkpoint"
+    assert any(e["event"] == "elastic" for e in result.summary["events"])
+    assert len(result.summary["workers"]) == 1
+    scalars = read_scalars(tmp_path / "tb")
+    assert scalars["train/global_batch"][-1][1] == scalars["train/global_batch"][0][1], "global batch kept"

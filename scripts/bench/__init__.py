@@ -1,0 +1,1 @@
+"""Per-runner workload scripts for scripts/benchmark.py (one small script per way of launching)."""

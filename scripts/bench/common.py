@@ -1,0 +1,130 @@
+"""What every runner trains: the workloads, their synthetic data and the timed training loop.
+
+All runners (single, torchrun, Ray Train) call the same functions here, so the only thing
+that differs between them is how the processes are launched and connected. The orchestrator
+runs its own loop, configured to match (same model, data size, batch, Adam lr, seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+# Pin threads before torch starts its pools: one core per worker, like the orchestrator's workers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import models  # noqa: E402  (repo root must be on PYTHONPATH)
+
+SEED = 0
+NUM_CLASSES = 10
+LR = 1e-3  # conf/optimizer/adam.yaml
+# Separation of the Gaussian class centres, in noise standard deviations (as the
+# orchestrator's synthetic_classification data).
+CLASS_SEP = 2.0
+
+# name -> model name, input shape, model kwargs, per-worker batch size
+WORKLOADS = {
+    "mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64},
+    "cnn": {"model": "cnn", "shape": [3, 32, 32], "kwargs": {}, "batch": 64},
+    # ~20M parameters: 80 MB of gradients to all-reduce per step, so communication dominates.
+    "wide_mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [4096, 4096]}, "batch": 32},
+}
+
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def pin_threads() -> None:
+    """One intra-op thread per worker, whatever the launcher set."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def build_model(workload: str) -> torch.nn.Module:
+    spec = WORKLOADS[workload]
+    torch.manual_seed(SEED)  # same initial weights on every rank and in every runner
+    return models.build(spec["model"], spec["shape"], NUM_CLASSES, **spec["kwargs"])
+
+
+def make_data(workload: str, num_samples: int):
+    """Gaussian class clusters, the same on every rank (each rank then reads its own shard)."""
+    spec = WORKLOADS[workload]
+    num_features = 1
+    for d in spec["shape"]:
+        num_features *= d
+    g = torch.Generator().manual_seed(SEED)
+    centres = torch.randn(NUM_CLASSES, num_features, generator=g) * CLASS_SEP
+    y = torch.randint(0, NUM_CLASSES, (num_samples,), generator=g)
+    x = centres[y] + torch.randn(num_samples, num_features, generator=g)
+    return x.reshape(num_samples, *spec["shape"]), y
+
+
+def batches(num_samples: int, batch: int, rank: int, world: int):
+    """Endless per-rank batch indices: shuffle each epoch, shard like DistributedSampler,
+    drop the last partial batch."""
+    if num_samples // world < batch:
+        raise ValueError(f"{num_samples} samples over {world} workers do not fill one batch of {batch}")
+    epoch = 0
+    while True:
+        perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(SEED + epoch))
+        shard = perm[rank::world]
+        for start in range(0, len(shard) - batch + 1, batch):
+            yield shard[start:start + batch]
+        epoch += 1
+
+
+def train(model: torch.nn.Module, workload: str, *, rank: int, world: int, steps: int, warmup: int,
+          num_samples: int) -> dict:
+    """Run `steps` optimizer steps; rank 0's timings are what the harness reports.
+
+    first_step_unix is wall-clock (time.time) so the harness can compare it with the moment it
+    spawned the command; the steady rate uses perf_counter over the steps after `warmup`.
+    With DDP every backward all-reduces, so rank 0's clock is the group's clock.
+    """
+    if not 0 < warmup < steps:
+        raise ValueError(f"need 0 < warmup ({warmup}) < steps ({steps})")
+    batch = WORKLOADS[workload]["batch"]
+    x, y = make_data(workload, num_samples)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+
+    first_step_unix = t_warm = None
+    loss = torch.tensor(0.0)
+    for step, idx in enumerate(batches(num_samples, batch, rank, world), start=1):
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+        if step == 1:
+            first_step_unix = time.time()
+        if step == warmup:
+            t_warm = time.perf_counter()
+        if step == steps:
+            break
+    t_end = time.perf_counter()
+
+    return {
+        "first_step_unix": first_step_unix,
+        "samples_per_sec": (steps - warmup) * batch * world / (t_end - t_warm),
+        "steps": steps,
+        "warmup": warmup,
+        "world_size": world,
+        "final_loss": float(loss.detach()),
+        "threads": torch.get_num_threads(),
+        "pid": os.getpid(),
+    }
+
+
+def print_result(result: dict) -> None:
+    """The one line the harness parses."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def add_common_args(parser) -> None:
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--warmup", type=int, required=True)
+    parser.add_argument("--num-samples", type=int, required=True)

@@ -1,0 +1,38 @@
+"""`torchrun` runner: a plain DDP script, launched as
+`torchrun --standalone --nproc_per_node=W scripts/bench/torchrun_runner.py ...` (gloo, CPU).
+
+It always wraps the model in DDP, even with one worker, as a plain DDP script would
+(Ray Train's prepare_model skips DDP for one worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from bench import common
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    common.add_common_args(parser)
+    args = parser.parse_args()
+
+    common.pin_threads()
+    dist.init_process_group("gloo")  # rank, world size and rendezvous come from torchrun's env vars
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = DistributedDataParallel(common.build_model(args.workload))
+    result = common.train(model, args.workload, rank=rank, world=world, steps=args.steps,
+                          warmup=args.warmup, num_samples=args.num_samples)
+    if rank == 0:
+        common.print_result(result)
+    # Leave together: a rank tearing gloo down while its peer is still connected can abort
+    # the peer ("terminate called without an active exception"), which we saw once here.
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Surviving failures on a local Ray: killed workers, hangs, repeated bugs, damaged checkpoints.
+
+Failures are real: a worker process is SIGKILLed, a rank stalls before its
+all-reduce (config group ``chaos``), a rank raises. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import psutil
+import pytest
+
+import orchestrator
+from orchestrator.launcher import RunFailed
+from tests.conftest import read_scalars
+
+pytestmark = pytest.mark.ray
+
+MLP_RUN = ["model=mlp", "trainer.max_epochs=100", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=10",
+           "checkpoint.every_epoch=false", "fault_tolerance.restart_wait_s=5"]
+
+
+def worker_processes():
+    return [p for p in psutil.process_iter(["pid", "cmdline"])
+            if (p.info["cmdline"] or [""])[0].startswith("ray::Worker")]
+
+
+def assert_continuous(tb_dir, last_step: int, every: int):
+    steps = [step for step, _ in read_scalars(tb_dir)["train/loss"]]
+    assert steps == sorted(set(steps)), "duplicate or rewound points"
+    assert set(range(every, last_step + 1, every)) <= set(steps), "a gap in the curve"
+
+
+def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path):
+    kill_at = random.randint(30, 150)
+    killed = {}
+
+    def kill_a_worker(step, values):
+        if not killed and step >= kill_at:
+            victim = random.choice(worker_processes())
+            os.kill(victim.pid, signal.SIGKILL)
+            killed.update(pid=victim.pid, step=step)
+
+    result = orchestrator.run(MLP_RUN + ["trainer.max_steps=300"], run_dir=tmp_path, show_progress=False,
+                              on_metrics=kill_a_worker)
+    assert killed, "the worker was never killed"
+    assert result.status == "completed"
+    assert result.summary["steps"] == 300
+    (restart,) = result.summary["restarts"]
+    assert restart["kind"] == "worker_died" and restart["action"] == "restart"
+    assert restart["steps_lost"] <= 10 + 5  # at most the work since the last checkpoint (+ one log window)
+    assert restart["recovery_s"] > 0
+    assert_continuous(tmp_path / "tb", 300, 5)
+    assert read_scalars(tmp_path / "tb")["fault/failures"][-1][1] == 1.0
+
+
+def test_a_stalled_rank_is_detected_named_and_restarted(ray_session, tmp_path):
+    hang_timeout = 4.0
+    last_metrics_at = {}
+    result = orchestrator.run(
+        MLP_RUN + ["trainer.max_steps=60", "trainer.log_every_n_steps=1", "chaos.kind=stall", "chaos.rank=1",
+                   "chaos.at_step=25", f"fault_tolerance.hang_timeout_s={hang_timeout}"],
+        run_dir=tmp_path, show_progress=False,
+        on_metrics=lambda step, values: last_metrics_at.setdefault(step, time.time()))
+    assert result.status == "completed" and result.summary["steps"] == 60
+    (restart,) = result.summary["restarts"]
+    assert restart["kind"] == "hang"
+    stalled_since = last_metrics_at[24]
+    assert restart["detected_unix"] - stalled_since < hang_timeout + 5
+    report = next(e["message"] for e in result.summary["events"] if e["event"] == "failure")
+    assert "rank 1" in report and "rank 0" in report
+    assert "before_step" in report, "rank 1's stack must show where it stalled"
+    assert "backward" in report, "rank 0's stack must show it waiting in the all-reduce"
+
+
+def test_a_repeated_exception_fails_fast_with_its_traceback(ray_session, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(RunFailed) as err:
+        orchestrator.run(MLP_RUN + ["trainer.max_steps=100", "chaos.kind=raise", "chaos.once=false",
+                                    "chaos.at_step=15", "trainer.max_failures=5"],
+                         run_dir=tmp_path, show_progress=False)
+    message = str(err.value)
+    assert "InjectedFailure" in message
+    assert "Traceback from rank 0" in message and "chaos.py" in message and "before_step" in message
+    assert "same exception" in message
+    restarts = err.value.summary["restarts"]
+    assert [r["action"] for r in restarts] == ["restart", "raise"], "not the whole restart budget"
+    assert time.monotonic() - start < 120
+
+
+def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_session, tmp_path):
+    first = orchestrator.run(MLP_RUN + ["trainer.max_steps=40", "checkpoint.keep_last=5"], run_dir=tmp_path,
+                             show_progress=False)
+    assert first.summary["checkpoints"]["latest_step"] == 40
+    latest = tmp_path / "checkpoints" / "step-000000040.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated by a crash
+
+    resumed = orchestrator.run(MLP_RUN + ["trainer.max_steps=60", "checkpoint.keep_last=5", "trainer.resume=auto"],
+                               run_dir=tmp_path, show_progress=False)
+    events = {e["event"]: e for e in resumed.summary["events"]}
+    assert "damaged" in events["checkpoint"]["message"] and "step 40" in events["checkpoint"]["message"]
+    assert events["resume"]["step"] == 30
+    assert resumed.summary["steps"] == 60
+    assert_continuous(tmp_path / "tb", 60, 5)
