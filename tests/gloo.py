@@ -19,10 +19,11 @@ def _entry(rank: int, world: int, out_dir: str, fn: Callable, args: tuple) -> No
     # A file store: no TCP port to pick, so no race with other processes on this machine.
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
-    try:
-        result = fn(rank, world, *args)
-    finally:
-        dist.destroy_process_group()
+    result = fn(rank, world, *args)
+    # Without a barrier, a rank that tears gloo down while its peer still sends can abort
+    # ("terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
     Path(out_dir, f"{rank}.pkl").write_bytes(pickle.dumps(result))
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
 import pytest
 
 import orchestrator
+from orchestrator import data
 from orchestrator.worker_group import PlacementTimeout
 from tests.conftest import read_scalars
 
@@ -112,3 +114,14 @@ def test_run_from_a_config_object_returns_metrics_and_run_dir(ray_session, tmp_p
     assert result.run_dir == tmp_path
     assert result.metrics["val/loss"] > 0 and "val/accuracy" not in result.metrics  # regression: MSE only
     assert (tmp_path / "summary.json").exists()
+
+
+def test_character_gpt_learns_from_the_default_text_corpus(ray_session, tmp_path):
+    overrides = ["model=gpt", "data=text", "data.max_chars=200000", "trainer.max_steps=40",
+                 "trainer.val_every_n_steps=20", "trainer.log_every_n_steps=5"]
+    vocabulary = data.load(orchestrator.compose(overrides)).spec.num_outputs
+    result = orchestrator.run(overrides, run_dir=tmp_path, show_progress=False)
+    losses = [value for _, value in read_scalars(tmp_path / "tb")["train/loss"]]
+    assert losses[0] == pytest.approx(math.log(vocabulary), rel=0.15)  # starts near uniform over characters
+    assert losses[-1] < losses[0] - 1.0
+    assert 0 < result.metrics["val/accuracy"] < 1
