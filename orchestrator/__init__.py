@@ -1,5 +1,5 @@
 """Data-parallel PyTorch training on Ray actors, configured with Hydra, watched in TensorBoard."""
 
-from orchestrator.api import compose, run
+from orchestrator.api import compose, run, search
 
-__all__ = ["compose", "run"]
+__all__ = ["compose", "run", "search"]

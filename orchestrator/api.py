@@ -28,11 +28,13 @@ def compose(overrides: Sequence[str] = (), config_dir: Optional[Union[str, Path]
     from orchestrator import config_store
 
     directory = Path(config_dir) if config_dir else config_store.CONF_DIR
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(directory.resolve()), version_base=None):
+        if GlobalHydra.instance().is_initialized() and config_dir is None:
+            # Inside the command line's @hydra.main (e.g. composing search trials): reuse its set-up.
             dict_cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        else:
+            with initialize_config_dir(config_dir=str(directory.resolve()), version_base=None):
+                dict_cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except HydraException as err:
         raise config_store.composition_error(err) from None
     return config_store.freeze(dict_cfg)
@@ -63,15 +65,32 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
                   observer=on_metrics)
 
 
-def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None) -> int:
-    """The command line's run: prints errors instead of raising; returns the exit code."""
+def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None,
+               overrides: Sequence[str] = ()) -> int:
+    """The command line's run (or search): prints errors instead of raising; returns the exit code."""
     from orchestrator.checkpoint import CorruptCheckpoint
     from orchestrator.launcher import RunFailed, launch
     from orchestrator.worker_group import PlacementTimeout
 
     try:
+        if cfg.search.kind != "none":
+            from orchestrator.search.driver import run_search
+
+            summary = run_search(cfg, list(overrides), run_dir)
+            return 130 if summary["interrupted"] else 0
         result = launch(cfg, run_dir, command_start=command_start)
     except (RunFailed, PlacementTimeout, FileNotFoundError, CorruptCheckpoint) as err:
         print(f"\nRun failed: {err}", file=sys.stderr)
         return 1
     return 130 if result.status == "interrupted" else 0
+
+
+def search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] = None) -> Dict:
+    """Run a search (``search=random|bayes|grid|kfold`` among the overrides) from Python; returns its
+    summary (best trial, counts, cross-validation statistics)."""
+    from orchestrator.search.driver import run_search
+
+    cfg = compose(overrides)
+    if cfg.search.kind == "none":
+        raise C.ConfigError("search.kind: choose search=grid|random|bayes|kfold to search (got 'none')")
+    return run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())

@@ -10,7 +10,7 @@ these classes, before any actor starts. Every message names the dotted key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 # OmegaConf's marker for "must be set"; a plain string keeps this module free of OmegaConf.
 MISSING = "???"
@@ -100,9 +100,17 @@ class DataConfig:
     test_fraction: float = 0.0
     # Replace training labels by a random permutation of them (a memorisation probe).
     random_labels: bool = False
+    # k-fold cross-validation: with cv_folds=k > 1, validation is fold cv_fold of the non-test data
+    # (data.val_fraction is then unused). Sweep cv_fold over 0..k-1 (search=kfold does).
+    cv_folds: int = 0
+    cv_fold: int = 0
 
     def __post_init__(self):
         require(self.batch_size > 0, "data.batch_size", "must be > 0", self.batch_size)
+        require(self.cv_folds == 0 or self.cv_folds >= 2, "data.cv_folds", "must be 0 (off) or >= 2",
+                self.cv_folds)
+        require(0 <= self.cv_fold < max(self.cv_folds, 1), "data.cv_fold",
+                f"must be in [0, data.cv_folds={self.cv_folds})", self.cv_fold)
         require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
         require(0.0 <= self.test_fraction < 1.0, "data.test_fraction", "must be in [0, 1)", self.test_fraction)
         require(self.val_fraction + self.test_fraction < 1.0, "data.test_fraction",
@@ -347,6 +355,71 @@ class TrainerConfig:
                 f"must be null or in [1, trainer.num_workers={self.num_workers}]", self.min_workers)
 
 
+# ----------------------------------------------------------------------------- stopping
+@dataclass
+class EarlyStoppingConfig:
+    # Any validation metric, e.g. val/loss or val/accuracy; null turns early stopping off.
+    monitor: Optional[str] = None
+    mode: str = "min"
+    # Validations without an improvement of at least min_delta before stopping.
+    patience: int = 5
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        require(self.monitor is None or self.monitor.startswith("val/"), "stopping.early.monitor",
+                "must be a validation metric (val/...) or null", self.monitor)
+        require_choice("stopping.early.mode", self.mode, {"min", "max"})
+        require(self.patience >= 1, "stopping.early.patience", "must be >= 1", self.patience)
+        require(self.min_delta >= 0, "stopping.early.min_delta", "must be >= 0", self.min_delta)
+
+
+@dataclass
+class OverfittingConfig:
+    # Signal when validation loss rises while training loss falls, `patience` validations in a row.
+    enabled: bool = True
+    patience: int = 3
+    stop: bool = False
+
+    def __post_init__(self):
+        require(self.patience >= 1, "stopping.overfitting.patience", "must be >= 1", self.patience)
+
+
+@dataclass
+class StoppingConfig:
+    early: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    overfitting: OverfittingConfig = field(default_factory=OverfittingConfig)
+    # At the end, evaluate the best model (by checkpoint.monitor) on the test split (data.test_fraction).
+    test_best: bool = True
+
+
+# ----------------------------------------------------------------------------- gradient health
+@dataclass
+class HealthConfig:
+    # Per-layer gradient/weight norms and update-to-weight ratios every N steps (0: off).
+    layer_stats_every_n_steps: int = 50
+    # Weight and gradient histograms every N steps (0: off).
+    histogram_every_n_steps: int = 0
+    vanishing_below: float = 1e-7
+    exploding_above: float = 1e3
+    # Non-finite loss or gradients: "stop" the run, or "skip" the update and go on.
+    # Either way the bad update is never applied, so no checkpoint is poisoned.
+    nan_policy: str = "stop"
+    # With nan_policy=skip: stop after this many non-finite steps in a row.
+    max_consecutive_skips: int = 10
+
+    def __post_init__(self):
+        require(self.layer_stats_every_n_steps >= 0, "health.layer_stats_every_n_steps", "must be >= 0",
+                self.layer_stats_every_n_steps)
+        require(self.histogram_every_n_steps >= 0, "health.histogram_every_n_steps", "must be >= 0",
+                self.histogram_every_n_steps)
+        require(self.vanishing_below >= 0, "health.vanishing_below", "must be >= 0", self.vanishing_below)
+        require(self.exploding_above > self.vanishing_below, "health.exploding_above",
+                "must be > health.vanishing_below", self.exploding_above)
+        require_choice("health.nan_policy", self.nan_policy, {"stop", "skip"})
+        require(self.max_consecutive_skips >= 1, "health.max_consecutive_skips", "must be >= 1",
+                self.max_consecutive_skips)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 @dataclass
 class CheckpointConfig:
@@ -422,6 +495,72 @@ class ClusterConfig:
                 self.placement_timeout_s)
 
 
+# ----------------------------------------------------------------------------- search
+@dataclass
+class ParamConfig:
+    """One searched key: a float or int range (log-uniform with log=true), or a choice of values.
+    The key may be a value (optimizer.lr) or a config group (optimizer: choice [sgd, adam])."""
+    type: str = "float"
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    values: List[Any] = field(default_factory=list)
+
+
+SEARCH_KINDS = {"none", "grid", "random", "bayes", "kfold"}
+
+
+@dataclass
+class SearchConfig:
+    # none: a single run. grid | random | bayes (Optuna TPE) | kfold (cross-validation over data.cv_fold).
+    kind: str = "none"
+    space: Dict[str, ParamConfig] = field(default_factory=dict)
+    # Trials to finish (random, bayes); grid and kfold run every combination / fold.
+    num_trials: int = 8
+    metric: str = "val/accuracy"
+    direction: str = "max"
+    # A trial's value: the best its metric reached ("best"), or its last value ("last").
+    scope: str = "best"
+    # Gangs at once; null: as many as the cluster holds, the rest queue.
+    max_concurrent: Optional[int] = None
+    # none | median | halving (successive halving). Pruned trials stop at once and free their workers.
+    pruner: str = "median"
+    pruner_startup_trials: int = 2
+    pruner_warmup_steps: int = 0
+    seed: int = 0
+    # Points to try first, e.g. [{optimizer.lr: 0.001}] (known good settings, a baseline).
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    folds: int = 5
+
+    def __post_init__(self):
+        require_choice("search.kind", self.kind, SEARCH_KINDS)
+        require_choice("search.direction", self.direction, {"min", "max"})
+        require_choice("search.scope", self.scope, {"best", "last"})
+        require_choice("search.pruner", self.pruner, {"none", "median", "halving"})
+        require(self.num_trials >= 1, "search.num_trials", "must be >= 1", self.num_trials)
+        require(self.max_concurrent is None or self.max_concurrent >= 1, "search.max_concurrent",
+                "must be >= 1 or null", self.max_concurrent)
+        require(self.pruner_startup_trials >= 0, "search.pruner_startup_trials", "must be >= 0",
+                self.pruner_startup_trials)
+        require(self.folds >= 2, "search.folds", "must be >= 2", self.folds)
+        if self.kind in ("grid", "random", "bayes"):
+            require(bool(self.space), "search.space", f"must name at least one key for search.kind={self.kind}",
+                    dict(self.space))
+        for key, param in self.space.items():
+            check_param(f"search.space.{key}", param, grid=self.kind == "grid")
+
+
+def check_param(key: str, p: ParamConfig, grid: bool) -> None:
+    require_choice(f"{key}.type", p.type, {"float", "int", "choice"})
+    if p.type == "choice":
+        require(len(p.values) > 0, f"{key}.values", "must list at least one value", p.values)
+        return
+    require(grid is False, f"{key}.type", "must be choice for search.kind=grid (a grid needs values)", p.type)
+    require(p.low is not None and p.high is not None and p.low < p.high, f"{key}.low",
+            "and .high must be numbers with low < high", [p.low, p.high])
+    require(not p.log or p.low > 0, f"{key}.low", "must be > 0 with log=true", p.low)
+
+
 # ----------------------------------------------------------------------------- chaos
 @dataclass
 class ChaosConfig:
@@ -451,9 +590,12 @@ class Config:
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    stopping: StoppingConfig = field(default_factory=StoppingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     chaos: ChaosConfig = field(default_factory=ChaosConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     # A short name shown in TensorBoard and summaries.
     name: str = "run"
 
@@ -480,6 +622,11 @@ def check_combination(cfg: Config) -> None:
         if loss == "bce":
             classes = getattr(cfg.data, "num_classes", 10)
             require(classes == 2, "trainer.loss", f"bce needs two classes, data has {classes}", loss)
+    if cfg.data.cv_folds and task == "language":
+        raise ConfigError("data.cv_folds: k-fold cross-validation needs labelled samples, not text (got "
+                          f"{cfg.data.cv_folds!r})")
+    if cfg.search.kind == "kfold":
+        require(task != "language", "search.kind", "kfold needs labelled samples, not text", cfg.search.kind)
     if cfg.chaos.kind != "none":
         require(cfg.chaos.rank < cfg.trainer.num_workers, "chaos.rank",
                 f"must be < trainer.num_workers={cfg.trainer.num_workers}", cfg.chaos.rank)

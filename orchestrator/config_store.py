@@ -30,9 +30,12 @@ SCHEMAS = {
 SINGLE_SCHEMAS = {
     "trainer": C.TrainerConfig,
     "checkpoint": C.CheckpointConfig,
+    "stopping": C.StoppingConfig,
+    "health": C.HealthConfig,
     "fault_tolerance": C.FaultToleranceConfig,
     "cluster": C.ClusterConfig,
     "chaos": C.ChaosConfig,
+    "search": C.SearchConfig,
 }
 
 

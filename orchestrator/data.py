@@ -56,9 +56,24 @@ def split_indices(n: int, val_fraction: float, test_fraction: float,
     return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
 
 
+def fold_indices(n: int, test_fraction: float, folds: int, fold: int,
+                 rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """k-fold: the test split is held out first (the same for every fold), then the rest is cut into
+    ``folds`` parts; part ``fold`` validates, the others train."""
+    order = rng.permutation(n)
+    n_test = int(round(n * test_fraction))
+    rest = order[n_test:]
+    parts = np.array_split(rest, folds)
+    train = np.concatenate([p for i, p in enumerate(parts) if i != fold])
+    return {"test": order[:n_test], "val": parts[fold], "train": train}
+
+
 def labelled_bundle(x: np.ndarray, y: np.ndarray, data: C.DataConfig, rng: np.random.Generator,
                     task: str, num_outputs: int, num_classes: Optional[int]) -> DataBundle:
-    parts = split_indices(len(x), data.val_fraction, data.test_fraction, rng)
+    if data.cv_folds:
+        parts = fold_indices(len(x), data.test_fraction, data.cv_folds, data.cv_fold, rng)
+    else:
+        parts = split_indices(len(x), data.val_fraction, data.test_fraction, rng)
     arrays = {}
     for split, idx in parts.items():
         arrays[f"x_{split}"] = np.ascontiguousarray(x[idx])

@@ -1,13 +1,15 @@
 """The training loop, run by every rank. I/O goes only through the Reporter.
 
-Sync points are explicit: DDP's all-reduce inside backward, the metrics
-reduction on log steps (``StepStats.reduce``), validation, and checkpoints.
-Every decision to stop is taken from reduced (hence identical) values or a
-collective vote, so all ranks leave the loop at the same step.
+Sync points are explicit: DDP's all-reduce inside backward, the per-step
+finiteness check of the (all-reduced) gradients, the metrics reduction on log
+steps (``StepStats.reduce``), validation, and checkpoints. Every decision to
+stop is taken from reduced (hence identical) values or a collective vote, so
+all ranks leave the loop at the same step.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -16,7 +18,9 @@ import torch
 
 from orchestrator import batches, chaos, state as S
 from orchestrator.build import Components
+from orchestrator.health import LayerStats, first_non_finite_gradient
 from orchestrator.losses import compute_loss, count_correct, predictions_in
+from orchestrator.monitors import Monitors, generalisation_gap
 from orchestrator.reporting import Reporter
 from orchestrator.stats import Reduced, StepStats, Throughput, all_reduce_sum
 
@@ -45,9 +49,9 @@ def micro_batch_groups(index_batches, k: int):
 
 
 @torch.no_grad()
-def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, phase: str,
+def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, prefix: str,
              model: Optional[torch.nn.Module] = None) -> Dict[str, float]:
-    """Exact loss/accuracy over the whole split: each rank a disjoint shard, then one all-reduce."""
+    """Exact loss/accuracy over a whole split: each rank a disjoint shard, then one all-reduce."""
     model = model or c.module  # the bare module: no DDP collectives, shards may differ in length
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=c.device)
@@ -63,16 +67,12 @@ def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, pha
         if hits is not None:
             correct += hits.double()
         count += n
-        r.progress(step, phase)
+        r.progress(step, prefix)
     total_loss, total_correct, total = all_reduce_sum([loss_sum.item(), correct.item(), float(count)], c.device)
-    metrics = {f"{phase_prefix(phase)}/loss": total_loss / max(total, 1)}
+    metrics = {f"{prefix}/loss": total_loss / max(total, 1)}
     if c.loss_kind != "mse":
-        metrics[f"{phase_prefix(phase)}/accuracy"] = total_correct / max(total, 1)
+        metrics[f"{prefix}/accuracy"] = total_correct / max(total, 1)
     return metrics
-
-
-def phase_prefix(phase: str) -> str:
-    return {"validate": "val", "test": "test"}[phase]
 
 
 def train_scalars(reduced: Reduced, grad_norm: Optional[torch.Tensor], lr: float, seconds: float,
@@ -95,47 +95,77 @@ def train_scalars(reduced: Reduced, grad_norm: Optional[torch.Tensor], lr: float
     return values
 
 
+class TrainWindow:
+    """Training loss/accuracy since the previous validation (from reduced, identical values)."""
+
+    def __init__(self):
+        self.loss = self.correct = self.count = 0.0
+
+    def add(self, reduced: Reduced) -> None:
+        self.loss += reduced.loss * reduced.samples
+        self.correct += (reduced.accuracy or 0.0) * reduced.samples
+        self.count += reduced.samples
+
+    def take(self, has_accuracy: bool) -> Dict[str, float]:
+        if not self.count:
+            return {}
+        out = {"loss": self.loss / self.count}
+        if has_accuracy:
+            out["accuracy"] = self.correct / self.count
+        self.__init__()
+        return out
+
+
 class Loop:
-    def __init__(self, c: Components, r: Reporter, state: S.TrainState):
+    def __init__(self, c: Components, r: Reporter, state: S.TrainState, best_weights=None):
         self.c, self.r, self.state = c, r, state
         cfg = c.cfg
         self.samples_per_step = cfg.data.batch_size * c.plan.accumulate * c.plan.world_size
-        self.stats = StepStats(c.device, has_accuracy=c.loss_kind != "mse")
+        self.has_accuracy = c.loss_kind != "mse"
+        self.stats = StepStats(c.device, has_accuracy=self.has_accuracy)
         self.throughput = Throughput(warmup_steps=min(5, max(1, c.total_steps // 10)))
+        self.monitors = Monitors.from_config(cfg)
+        self.monitors.load_state_dict(state.monitors)
+        self.window = TrainWindow()
+        # Only rank 0 computes per-layer statistics (gradients are identical after the all-reduce).
+        self.layer_stats = LayerStats(c.module, cfg.health) if r.keeps_records else None
+        self.best_weights = best_weights
+        self.stop_reason: Optional[str] = None
+        self.stopped_on_request = False
+        self.consecutive_skips = 0
         self.last_checkpoint_step = -1
         self.last_val_step = -1
-        self.stopped_on_request = False
         self.timing: Dict[str, float] = {}
         self.last_log = self.paused_at = time.perf_counter()
+
+    def stop(self, reason: str) -> None:
+        """The first reason wins; every rank reaches the same one from the same reduced values."""
+        self.stop_reason = self.stop_reason or reason
 
     # ----------------------------------------------------------------- phases
     def fit(self) -> FitResult:
         c, r, st = self.c, self.r, self.state
         r.info({"steps_per_epoch": c.steps_per_epoch, "total_steps": c.total_steps, "start_step": st.step,
                 "world_size": c.plan.world_size, "samples_per_step": self.samples_per_step})
-        stop_reason = self.stop_before_start()
-        while stop_reason is None:
-            stop_reason = self.train_epoch()
-        return self.finish(stop_reason)
+        if c.cfg.trainer.max_steps is not None and st.step >= c.cfg.trainer.max_steps:
+            self.stop("max_steps")
+        if st.epoch >= c.cfg.trainer.max_epochs:
+            self.stop("max_epochs")
+        while self.stop_reason is None:
+            self.train_epoch()
+        return self.finish()
 
-    def stop_before_start(self) -> Optional[str]:
-        if self.c.cfg.trainer.max_steps is not None and self.state.step >= self.c.cfg.trainer.max_steps:
-            return "max_steps"
-        if self.state.epoch >= self.c.cfg.trainer.max_epochs:
-            return "max_epochs"
-        return None
-
-    def train_epoch(self) -> Optional[str]:
+    def train_epoch(self) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
         epoch_start = time.perf_counter()
         c.sampler.set_epoch(st.epoch)
         c.sampler.set_start(st.samples_in_epoch)
-        index_batches = batches.train_batches(c.train, c.sampler, cfg.data.batch_size)
         self.last_log = time.perf_counter()
-        for group in micro_batch_groups(index_batches, c.plan.accumulate):
-            stop_reason = self.train_step(group)
-            if stop_reason:
-                return stop_reason
+        for group in micro_batch_groups(batches.train_batches(c.train, c.sampler, cfg.data.batch_size),
+                                        c.plan.accumulate):
+            self.train_step(group)
+            if self.stop_reason:
+                return
         st.epoch += 1
         st.step_in_epoch = 0
         st.samples_in_epoch = 0
@@ -145,64 +175,118 @@ class Loop:
         if cfg.checkpoint.every_epoch:
             self.checkpoint()
         if st.epoch >= cfg.trainer.max_epochs:
-            return "max_epochs"
-        return None
+            self.stop("max_epochs")
 
-    def train_step(self, group: List[torch.Tensor]) -> Optional[str]:
+    def train_step(self, group: List[torch.Tensor]) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
         t0 = time.perf_counter()
         micro = [to_device(c.train.batch(idx), c.device) for idx in group]
         data_seconds = time.perf_counter() - t0
-        chaos.before_step(cfg.chaos, c.rank, c.plan.attempt, st.step + 1, c.stepper)
-        log_now = self.first_step_pending() or (st.step + 1) % cfg.trainer.log_every_n_steps == 0
+        step = st.step + 1
+        chaos.before_step(cfg.chaos, c.rank, c.plan.attempt, step, c.stepper)
+        log_now = self.first_step_pending() or step % cfg.trainer.log_every_n_steps == 0
+        layer_stats_now = self.layer_stats is not None and self.layer_stats.due(step)
+        if layer_stats_now:
+            self.layer_stats.snapshot_weights()
         result = c.stepper.step(micro, want_grad_norm=log_now, data_seconds=data_seconds)
-        st.step += 1
+        st.step = step
         st.step_in_epoch += 1
         st.samples_in_epoch += self.samples_per_step
-        r.progress(st.step, "train")
-        self.stats.add(result.loss_sum, result.correct, result.count, result.samples, result.times)
+        r.progress(step, "train")
+        if not result.finite:
+            self.non_finite(step, result)
+        else:
+            self.consecutive_skips = 0
+            self.stats.add(result.loss_sum, result.correct, result.count, result.samples, result.times)
         self.throughput.step_done(self.samples_per_step)
         if self.first_step_pending():
             self.timing["first_step_unix"] = time.time()
             r.info({"first_step_unix": self.timing["first_step_unix"]})
-
-        stop_reason = None
+        if layer_stats_now:
+            self.report_layer_stats(step)
         if log_now:
-            stop_reason = self.log(result.grad_norm)
-        if cfg.trainer.val_every_n_steps and st.step % cfg.trainer.val_every_n_steps == 0:
+            self.log(result.grad_norm)
+        if cfg.trainer.val_every_n_steps and step % cfg.trainer.val_every_n_steps == 0:
             self.validate()
-        if cfg.checkpoint.every_n_steps and st.step % cfg.checkpoint.every_n_steps == 0:
+        if cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
             self.checkpoint()
-        if cfg.trainer.max_steps is not None and st.step >= cfg.trainer.max_steps:
-            stop_reason = stop_reason or "max_steps"
-        return stop_reason
+        if cfg.trainer.max_steps is not None and step >= cfg.trainer.max_steps:
+            self.stop("max_steps")
 
     def first_step_pending(self) -> bool:
         return "first_step_unix" not in self.timing
 
-    def log(self, grad_norm: Optional[torch.Tensor]) -> Optional[str]:
+    def non_finite(self, step: int, result) -> None:
+        """The update was not applied (weights stay clean); apply health.nan_policy."""
+        health = self.c.cfg.health
+        layer, bad, total = first_non_finite_gradient(self.c.module)
+        loss = result.loss_sum.item() / max(result.count, 1)
+        origin = (f"the loss on rank {self.c.rank} was {loss:.4g}, so another rank's batch produced it"
+                  if torch.isfinite(torch.tensor(loss)) else f"the loss on rank {self.c.rank} was {loss}")
+        what = (f"non-finite gradients at step {step} in {bad} of {total} parameter tensors, first {layer} "
+                f"({origin}); the update was not applied")
+        self.consecutive_skips += 1
+        if health.nan_policy == "stop" or self.consecutive_skips > health.max_consecutive_skips:
+            self.r.event(step, "non_finite", f"{what}. health.nan_policy={health.nan_policy}: stopping")
+            self.stop(f"non-finite loss at step {step}")
+        else:
+            self.r.event(step, "non_finite", f"{what}: update skipped (health.nan_policy=skip)")
+        self.r.metrics(step, {"health/skipped_steps": float(self.consecutive_skips)})
+
+    def report_layer_stats(self, step: int) -> None:
+        scalars, warnings = self.layer_stats.collect()
+        self.r.metrics(step, scalars)
+        for warning in warnings:
+            self.r.event(step, "gradient_health", warning)
+        if self.layer_stats.histograms_due(step):
+            self.r.histograms(step, self.layer_stats.histograms())
+
+    def log(self, grad_norm: Optional[torch.Tensor]) -> None:
         """Reduce across ranks (sync point) and report; also the collective stop vote."""
         c, r, st = self.c, self.r, self.state
         reduced = self.stats.reduce(stop_vote=r.stop_reason() is not None)
         now = time.perf_counter()
         lr = c.optimizer.param_groups[0]["lr"]
-        r.metrics(st.step, train_scalars(reduced, grad_norm, lr, now - self.last_log, self.samples_per_step))
+        if reduced.steps:
+            r.metrics(st.step, train_scalars(reduced, grad_norm, lr, now - self.last_log, self.samples_per_step))
+            self.window.add(reduced)
         self.last_log = now
         if reduced.stop:
             self.stopped_on_request = True
-            return r.stop_reason() or "stop requested"
-        return None
+            self.stop(r.stop_reason() or "stop requested")
 
     def validate(self) -> None:
         c, r, st = self.c, self.r, self.state
         if c.val is None or self.last_val_step == st.step:
             return
+        if self.stats.steps:
+            self.log(None)  # close the training window the gap is measured against
         self.pause()
-        metrics = evaluate(c, c.val, r, st.step, "validate")
+        metrics = evaluate(c, c.val, r, st.step, "val")
         self.resume()
         self.last_val_step = st.step
         st.last_val = metrics
-        r.metrics(st.step, metrics)
+        train = self.window.take(self.has_accuracy)
+        r.metrics(st.step, {**metrics, **generalisation_gap(train, metrics)})
+        self.apply_monitors(st.step, metrics, train)
+
+    def apply_monitors(self, step: int, metrics: Dict[str, float], train: Dict[str, float]) -> None:
+        m = self.monitors
+        if m.best.update(metrics, step) and self.c.test is not None and self.c.cfg.stopping.test_best:
+            self.best_weights = copy.deepcopy(self.c.module.state_dict())  # for the test split at the end
+        if m.overfitting is not None:
+            signal = m.overfitting.update(train.get("loss"), metrics.get("val/loss"))
+            self.r.metrics(step, {"signals/overfitting": 1.0 if signal else 0.0})
+            if signal:
+                self.r.event(step, "overfitting", signal)
+                if m.stop_on_overfitting:
+                    self.stop(f"overfitting: {signal}")
+        if m.early is not None:
+            reason = m.early.update(metrics)
+            if reason:
+                self.r.event(step, "early_stopping", reason)
+                self.stop(f"early stopping: {reason}")
+        self.state.monitors = m.state_dict()
 
     def checkpoint(self) -> None:
         c, r, st = self.c, self.r, self.state
@@ -210,9 +294,13 @@ class Loop:
             return
         self.pause()
         r.progress(st.step, "checkpoint")
+        st.monitors = self.monitors.state_dict()
         payload = S.capture(c.module, c.optimizer, c.scheduler, c.scaler, st, c.plan.world_size, c.config_yaml)
         if payload is not None:
-            r.checkpoint(st.step, payload, {"epoch": st.epoch, "metrics": dict(st.last_val)})
+            if S.weights_finite(c.module):
+                r.checkpoint(st.step, payload, {"epoch": st.epoch, "metrics": dict(st.last_val)})
+            else:
+                r.event(st.step, "checkpoint", "not written: the weights hold non-finite values")
         self.last_checkpoint_step = st.step
         self.resume()
 
@@ -225,7 +313,7 @@ class Loop:
         self.last_log += time.perf_counter() - self.paused_at
         self.throughput.resume()
 
-    def finish(self, stop_reason: str) -> FitResult:
+    def finish(self) -> FitResult:
         c, r, st = self.c, self.r, self.state
         if self.stats.steps:
             self.log(None)  # flush the partial logging window
@@ -233,15 +321,33 @@ class Loop:
             self.validate()
         self.checkpoint()  # the final state, whatever stopped the run
         metrics = dict(st.last_val)
+        if not self.stopped_on_request:
+            metrics.update(self.test())
+        r.event(st.step, "stopped", self.stop_reason)
         if self.throughput.samples_per_sec is not None:
             self.timing["steady_samples_per_sec"] = self.throughput.samples_per_sec
         r.progress(st.step, "done")
-        return FitResult(stop_reason=stop_reason, step=st.step, epoch=st.epoch, metrics=metrics,
+        return FitResult(stop_reason=self.stop_reason, step=st.step, epoch=st.epoch, metrics=metrics,
                          timing=dict(self.timing))
 
+    def test(self) -> Dict[str, float]:
+        """The best model (by checkpoint.monitor) on the held-out test split."""
+        c = self.c
+        if c.test is None or not c.cfg.stopping.test_best:
+            return {}
+        model = c.module
+        if self.best_weights is not None:
+            model = copy.deepcopy(c.module)
+            model.load_state_dict(self.best_weights)
+        metrics = evaluate(c, c.test, self.r, self.state.step, "test", model=model)
+        best = self.monitors.best
+        metrics["test/best_step"] = float(best.step if best.step is not None else self.state.step)
+        self.r.metrics(self.state.step, metrics)
+        return metrics
 
-def fit(c: Components, r: Reporter, state: Optional[S.TrainState] = None) -> FitResult:
-    return Loop(c, r, state or S.TrainState()).fit()
+
+def fit(c: Components, r: Reporter, state: Optional[S.TrainState] = None, best_weights=None) -> FitResult:
+    return Loop(c, r, state or S.TrainState(), best_weights).fit()
 
 
 def result_dict(result: FitResult) -> Dict:

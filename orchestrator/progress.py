@@ -19,9 +19,15 @@ PLAIN_EVERY_S = 10.0
 SUMMARY_PREFIXES = ("val/", "test/", "train/loss", "train/accuracy")
 
 
+def make_console() -> Console:
+    """A terminal keeps its width; logs and pipes get a wide one, so tables are not cut to 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 class ProgressView:
     def __init__(self, name: str, console: Optional[Console] = None, enabled: bool = True):
-        self.console = console or Console(stderr=False)
+        self.console = console or make_console()
         self.name = name
         self.enabled = enabled
         self.total: Optional[int] = None
@@ -70,7 +76,7 @@ class ProgressView:
 
     def message(self, text: str, style: str = "") -> None:
         if self.enabled:
-            self.console.print(text, style=style or None, highlight=False, soft_wrap=True)
+            self.console.print(text, style=style or None, highlight=False, soft_wrap=True, markup=False)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -88,7 +94,8 @@ class ProgressView:
         for key, value in summary["metrics"].items():
             if not key.startswith(SUMMARY_PREFIXES):
                 continue
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) and not value.is_integer() else
+                          f"{value:g}")
         table.add_row("steps / epochs", f"{summary['steps']} / {summary['epochs']}")
         table.add_row("wall time", f"{summary['wall_time_s']:.1f}s")
         if summary["timing"].get("steady_samples_per_sec"):

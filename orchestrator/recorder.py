@@ -45,6 +45,10 @@ class Recorder:
         if self.observer is not None:
             self.observer(step, values)
 
+    def on_histograms(self, record: Dict[str, Any]) -> None:
+        for tag, histogram in record["histograms"].items():
+            self.tb.histogram(tag, histogram, record["step"])
+
     def on_info(self, record: Dict[str, Any]) -> None:
         values = record["values"]
         self.log.info.update(values)

@@ -44,6 +44,9 @@ class Reporter:
     def event(self, step: int, kind: str, message: str) -> None:
         self._put({"kind": "event", "step": step, "event": kind, "message": message})
 
+    def histograms(self, step: int, histograms: Dict[str, Dict]) -> None:
+        self._put({"kind": "histograms", "step": step, "histograms": histograms})
+
     def info(self, values: Dict[str, Any]) -> None:
         self._put({"kind": "info", "values": values})
 

@@ -80,6 +80,11 @@ def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainSt
     return buffer.getvalue()
 
 
+def weights_finite(model: torch.nn.Module) -> bool:
+    """A checkpoint with NaN/Inf weights is never written (it would poison every resume)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
 def load_payload(data: bytes, device: torch.device) -> Dict[str, Any]:
     return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 

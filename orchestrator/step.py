@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from orchestrator.health import sentinel_parameter
 from orchestrator.losses import compute_loss, count_correct, predictions_in
 
 
@@ -24,15 +25,14 @@ class StepResult:
     count: int                        # predictions
     samples: int
     grad_norm: Optional[torch.Tensor]  # total norm before clipping, when asked for
-    finite: bool                      # False: the update was skipped (non-finite gradients)
+    finite: bool                      # False: gradients were not finite and the update was skipped
     times: Dict[str, float]
 
 
 class Stepper:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_kind: str,
                  device: torch.device, autocast_dtype: Optional[torch.dtype] = None, scaler=None,
-                 clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None,
-                 skip_non_finite: bool = False):
+                 clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -42,8 +42,8 @@ class Stepper:
         self.scaler = scaler
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
-        self.skip_non_finite = skip_non_finite
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.sentinel = sentinel_parameter(model)
         # Hook for fault injection and tests: called with the loss before backward.
         self.loss_hook: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
@@ -88,16 +88,17 @@ class Stepper:
                            "step_s": data_seconds + t2 - t0})
 
     def update(self, want_grad_norm: bool) -> Tuple[Optional[torch.Tensor], bool]:
+        """Clip and apply the update, unless the gradients are not finite (then nothing changes).
+
+        Returns (total gradient norm before clipping, if computed; whether the update was applied).
+        """
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
         grad_norm = None
-        if want_grad_norm or self.clip_grad_norm or self.skip_non_finite:
+        if want_grad_norm or self.clip_grad_norm:
             grads = [p.grad for p in self.params if p.grad is not None]
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        finite = True
-        if self.skip_non_finite and self.scaler is None:
-            # Gradients are already all-reduced, so every rank sees the same value and skips together.
-            finite = bool(torch.isfinite(grad_norm).item())  # host sync, only with this policy
+        finite = self.gradients_finite(grad_norm)
         if finite:
             if self.clip_grad_value:
                 torch.nn.utils.clip_grad_value_(self.params, self.clip_grad_value)
@@ -106,9 +107,20 @@ class Stepper:
             elif self.clip_grad_norm:
                 torch.nn.utils.clip_grads_with_norm_(self.params, self.clip_grad_norm, grad_norm)
             if self.scaler is not None:
-                self.scaler.step(self.optimizer)  # skips by itself on inf/NaN
-                self.scaler.update()
+                self.scaler.step(self.optimizer)
             else:
                 self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()  # lowers the scale after an overflow
+        # The schedule follows the step counter, applied or not.
         self.scheduler.step()
         return grad_norm, finite
+
+    def gradients_finite(self, grad_norm: Optional[torch.Tensor]) -> bool:
+        """Gradients are already all-reduced, so every rank gets the same answer and acts alike.
+        A host sync point (one small tensor; the full norm only when it is computed anyway)."""
+        if grad_norm is not None:
+            return bool(torch.isfinite(grad_norm).item())
+        if self.sentinel is None or self.sentinel.grad is None:
+            return True
+        return bool(torch.isfinite(self.sentinel.grad).all().item())

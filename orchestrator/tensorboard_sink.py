@@ -34,6 +34,14 @@ class TensorBoardSink:
             self.writer.add_scalar(tag, value, step, walltime=walltime)
             self.last_step[tag] = step
 
+    def histogram(self, tag: str, h: Dict[str, Any], step: int) -> None:
+        """A histogram computed on a worker (counts and edges), written without the raw values."""
+        if step <= self.floor:
+            return
+        self.writer.add_histogram_raw(tag, min=h["min"], max=h["max"], num=h["num"], sum=h["sum"],
+                                      sum_squares=h["sum_squares"], bucket_limits=h["bucket_limits"],
+                                      bucket_counts=h["bucket_counts"], global_step=step)
+
     def text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, step)
 

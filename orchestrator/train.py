@@ -32,8 +32,9 @@ def main(dict_cfg: DictConfig) -> None:
 
     from orchestrator.api import run_frozen
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    code = run_frozen(cfg, run_dir, command_start=STARTED)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    code = run_frozen(cfg, run_dir, command_start=STARTED, overrides=list(hydra_cfg.overrides.task))
     if code:
         sys.exit(code)
 

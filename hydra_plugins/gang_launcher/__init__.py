@@ -1,0 +1,1 @@
+"""Hydra launcher plugin: multirun jobs as concurrent data-parallel gangs."""
