@@ -1,5 +1,5 @@
 """Data-parallel PyTorch training on Ray actors, configured with Hydra, watched in TensorBoard."""
 
-from orchestrator.api import compose, run, search
+from orchestrator.api import compose, run, run_search
 
-__all__ = ["compose", "run", "search"]
+__all__ = ["compose", "run", "run_search"]

@@ -85,12 +85,12 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
     return 130 if result.status == "interrupted" else 0
 
 
-def search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] = None) -> Dict:
+def run_search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] = None) -> Dict:
     """Run a search (``search=random|bayes|grid|kfold`` among the overrides) from Python; returns its
     summary (best trial, counts, cross-validation statistics)."""
-    from orchestrator.search.driver import run_search
+    from orchestrator.search import driver
 
     cfg = compose(overrides)
     if cfg.search.kind == "none":
         raise C.ConfigError("search.kind: choose search=grid|random|bayes|kfold to search (got 'none')")
-    return run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())
+    return driver.run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())

@@ -187,7 +187,10 @@ class Search:
         elif watch.pruned_at is not None and result.status == "interrupted":
             record.status, record.note, state = "pruned", f"pruned at step {watch.pruned_at}", TrialState.PRUNED
         elif result.status == "interrupted":
-            record.status, state = "interrupted", TrialState.FAIL
+            # Cut short by Ctrl-C: queued again, to continue from its checkpoint when the search resumes.
+            record.status, record.note, state = "interrupted", "queued again", TrialState.FAIL
+            with self.lock:
+                requeue(self.study, dict(self.study.trials[number].params), resume_from=record.run_dir)
         else:
             record.status, state = "completed", TrialState.COMPLETE
         with self.lock:

@@ -23,13 +23,15 @@ def search_space(search: C.SearchConfig) -> Dict[str, C.ParamConfig]:
     return dict(search.space)
 
 
-def make_sampler(search: C.SearchConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(search: C.SearchConfig, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    # A resumed search seeds past its earlier trials: the same seed would replay the same points.
+    seed = search.seed + trials_so_far
     if search.kind == "bayes":
         # constant_liar: concurrent trials see each other as pending, so they do not all sample one spot.
-        return optuna.samplers.TPESampler(seed=search.seed, constant_liar=True,
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
                                           n_startup_trials=max(2, min(10, search.num_trials // 3)))
     # Grid and k-fold points are enqueued up front; random fills in for random search.
-    return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_pruner(search: C.SearchConfig) -> optuna.pruners.BasePruner:
@@ -51,6 +53,7 @@ def open_study(search: C.SearchConfig, sweep_dir: Path) -> optuna.Study:
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=make_sampler(search),
                                 pruner=make_pruner(search), load_if_exists=True,
                                 direction="maximize" if search.direction == "max" else "minimize")
+    study.sampler = make_sampler(search, trials_so_far=len(study.trials))
     if not study.trials:  # a new search: the points to try first
         space = search_space(search)
         points = grid_points(space) if search.kind in ("grid", "kfold") else list(search.enqueue)
