@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Union
 
 from orchestrator import config as C
+from orchestrator.cluster import prefer_loopback
 
 
 def compose(overrides: Sequence[str] = (), config_dir: Optional[Union[str, Path]] = None,
@@ -55,12 +56,13 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
     Raises ``ConfigError`` for bad configuration (before anything starts) and
     ``RunFailed`` when the run fails beyond what fault tolerance recovers.
     """
-    from orchestrator.launcher import launch
-
     cfg = config if config is not None else compose(overrides)
     if config is not None and overrides:
         raise ValueError("pass either overrides or config, not both")
     C.check_combination(cfg)  # a config object edited by hand is checked again
+    prefer_loopback(cfg.cluster)  # before anything imports ray
+    from orchestrator.launcher import launch
+
     return launch(cfg, Path(run_dir) if run_dir else default_run_dir(), show_progress=show_progress,
                   observer=on_metrics)
 
@@ -68,6 +70,7 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
 def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None,
                overrides: Sequence[str] = ()) -> int:
     """The command line's run (or search): prints errors instead of raising; returns the exit code."""
+    prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.checkpoint import CorruptCheckpoint
     from orchestrator.launcher import RunFailed, launch
     from orchestrator.worker_group import PlacementTimeout
@@ -88,9 +91,10 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
 def run_search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] = None) -> Dict:
     """Run a search (``search=random|bayes|grid|kfold`` among the overrides) from Python; returns its
     summary (best trial, counts, cross-validation statistics)."""
+    cfg = compose(overrides)
+    prefer_loopback(cfg.cluster)
     from orchestrator.search import driver
 
-    cfg = compose(overrides)
     if cfg.search.kind == "none":
         raise C.ConfigError("search.kind: choose search=grid|random|bayes|kfold to search (got 'none')")
     return driver.run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())

@@ -8,13 +8,13 @@ this is the cheapest way to keep the data wait far below the step time.
 from __future__ import annotations
 
 import warnings
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from orchestrator.data import DataBundle
+from orchestrator.data import ChunkSource, DataBundle
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -64,13 +64,43 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
+class ChunkedRows:
+    """Rows kept in several equal chunks (a large dataset in the object store), gathered by
+    global row index without ever concatenating them (which would copy the data per worker)."""
+
+    def __init__(self, chunks: List[torch.Tensor]):
+        self.chunks = chunks
+        self.rows_per_chunk = chunks[0].shape[0]
+        self.length = sum(c.shape[0] for c in chunks)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        which = torch.div(indices, self.rows_per_chunk, rounding_mode="floor")
+        offsets = indices - which * self.rows_per_chunk
+        out = torch.empty((len(indices), *self.chunks[0].shape[1:]), dtype=self.chunks[0].dtype)
+        for chunk in which.unique().tolist():
+            selected = (which == chunk).nonzero().squeeze(1)
+            out[selected] = self.chunks[chunk][offsets[selected]]
+        return out
+
+
+def rows_of(value) -> "torch.Tensor | ChunkedRows":
+    if isinstance(value, ChunkSource):
+        value = value.materialize()  # without the object store (tests): whole in memory
+    if isinstance(value, list):
+        return ChunkedRows([as_tensor(c) for c in value]) if len(value) > 1 else as_tensor(value[0])
+    return as_tensor(value)
+
+
 class SplitView:
     """One split (train/val/test) of a DataBundle as tensors; ``batch(indices)`` gathers samples."""
 
     def __init__(self, bundle: DataBundle, split: str):
         self.task = bundle.spec.task
-        self.x = as_tensor(bundle.arrays[f"x_{split}"])
-        self.y = as_tensor(bundle.arrays[f"y_{split}"])
+        self.x = rows_of(bundle.arrays[f"x_{split}"])
+        self.y = rows_of(bundle.arrays[f"y_{split}"])
         if self.task == "language":
             self.tokens = as_tensor(bundle.arrays["tokens"])
             self.offsets = torch.arange(bundle.spec.input_shape[0] + 1)

@@ -85,6 +85,7 @@ def build(cfg: C.Config, bundle: DataBundle, plan: AttemptPlan, rank: int, devic
     loss_kind = C.resolved_loss(cfg)
     stepper = Stepper(model, optimizer, scheduler, loss_kind, device, autocast_dtype(cfg.trainer.precision),
                       scaler, cfg.optimizer.clip_grad_norm, cfg.optimizer.clip_grad_value)
+    stepper.schedule_varies = not (cfg.scheduler.name == "constant" and cfg.scheduler.warmup_steps == 0)
     sampler = batches.ResumableDistributedSampler(len(train), plan.world_size, rank, shuffle=True,
                                                   seed=cfg.trainer.seed)
     return Components(

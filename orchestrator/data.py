@@ -13,7 +13,7 @@ import struct
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -31,15 +31,68 @@ class DataSpec:
     vocabulary: Optional[List[str]] = None  # characters, for text
 
 
+CHUNK_BYTES = 64 * 2**20
+
+
+class ChunkSource:
+    """Rows produced chunk by chunk, so a large array never has to exist whole in the driver's
+    heap: the driver puts each chunk in the object store and drops it (see ``object_store``)."""
+
+    def __init__(self, num_rows: int, row_shape: Tuple[int, ...], dtype, make_chunk: Callable[[int, int, int], np.ndarray]):
+        self.num_rows, self.row_shape, self.dtype = num_rows, tuple(row_shape), np.dtype(dtype)
+        self.make_chunk = make_chunk  # (chunk index, first row, end row) -> rows
+        row_bytes = max(1, int(np.prod(self.row_shape)) * self.dtype.itemsize)
+        self.rows_per_chunk = max(1, CHUNK_BYTES // row_bytes)
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    @property
+    def nbytes(self) -> int:
+        return self.num_rows * int(np.prod(self.row_shape)) * self.dtype.itemsize
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for index, lo in enumerate(range(0, self.num_rows, self.rows_per_chunk)):
+            yield self.make_chunk(index, lo, min(self.num_rows, lo + self.rows_per_chunk))
+
+    def materialize(self) -> np.ndarray:
+        out = np.empty((self.num_rows, *self.row_shape), dtype=self.dtype)
+        for index, lo in enumerate(range(0, self.num_rows, self.rows_per_chunk)):
+            hi = min(self.num_rows, lo + self.rows_per_chunk)
+            out[lo:hi] = self.make_chunk(index, lo, hi)
+        return out
+
+
+# An array, a lazy ChunkSource (driver side), or the list of chunks a worker maps from the object store.
+Rows = Union[np.ndarray, ChunkSource, List[np.ndarray]]
+
+
 @dataclass
 class DataBundle:
     spec: DataSpec
     # x_<split>, y_<split> for split in train/val/test. Text keeps one token stream in
     # "tokens" and, per split, the start offsets of its windows in x_<split> (y_<split> unused).
-    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: Dict[str, Rows] = field(default_factory=dict)
 
     def num_samples(self, split: str) -> int:
-        return int(len(self.arrays.get(f"x_{split}", ())))
+        rows = self.arrays.get(f"x_{split}", ())
+        return sum(len(c) for c in rows) if isinstance(rows, list) else int(len(rows))
+
+    def materialized(self) -> "DataBundle":
+        """Every array whole in memory (for use without Ray, e.g. tests)."""
+        return DataBundle(self.spec, {k: v.materialize() if isinstance(v, ChunkSource) else v
+                                      for k, v in self.arrays.items()})
+
+
+def check_sources(cfg: C.Config) -> None:
+    """Fail fast (before Ray starts) when a data file the config names does not exist."""
+    data = cfg.data
+    if data.name == "mnist":
+        folder = Path(data.path).expanduser()
+        find_file(folder, data.train_images)
+        find_file(folder, data.train_labels)
+    if data.name == "text" and data.path and not Path(data.path).expanduser().is_file():
+        raise FileNotFoundError(f"data.path: no such file: {data.path}")
 
 
 def load(cfg: C.Config) -> DataBundle:
@@ -155,15 +208,44 @@ def load_mnist(data: C.MNISTConfig, rng, cfg) -> DataBundle:
                            num_classes)
 
 
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> Dict[str, int]:
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
 def load_synthetic_classification(data: C.SyntheticClassificationConfig, rng, cfg) -> DataBundle:
     centres = rng.normal(size=(data.num_classes, data.num_features)).astype(np.float32)
     centres *= data.class_sep / np.sqrt(2.0)  # neighbouring centres ~class_sep noise-stds apart
-    y = rng.integers(0, data.num_classes, size=data.num_samples)
-    x = centres[y] + rng.standard_normal(size=(data.num_samples, data.num_features), dtype=np.float32)
-    if data.sample_shape:
-        x = x.reshape(data.num_samples, *data.sample_shape)
-    return labelled_bundle(x, y.astype(np.int64), data, rng, "classification",
-                           classification_outputs(data.num_classes, cfg), data.num_classes)
+    row_shape = tuple(data.sample_shape) or (data.num_features,)
+    outputs = classification_outputs(data.num_classes, cfg)
+    if data.cv_folds:  # folds cut one pool of samples: generate it whole
+        y = rng.integers(0, data.num_classes, size=data.num_samples)
+        x = gaussian_rows(centres, y, row_shape, cfg.trainer.seed, "pool").materialize()
+        return labelled_bundle(x, y.astype(np.int64), data, rng, "classification", outputs, data.num_classes)
+    # Samples are independent: each split is generated on its own, chunk by chunk, so even a
+    # dataset of gigabytes never exists twice in memory (no split copy, no temporaries).
+    arrays, sizes = {}, split_sizes(data.num_samples, data.val_fraction, data.test_fraction)
+    for split, size in sizes.items():
+        y = rng.integers(0, data.num_classes, size=size).astype(np.int64)
+        x = gaussian_rows(centres, y, row_shape, cfg.trainer.seed, split)
+        arrays[f"x_{split}"] = x.materialize() if x.nbytes <= CHUNK_BYTES else x
+        arrays[f"y_{split}"] = rng.permutation(y) if data.random_labels and split == "train" else y
+    spec = DataSpec(task="classification", input_shape=row_shape, num_outputs=outputs,
+                    num_classes=data.num_classes, sizes=sizes)
+    return DataBundle(spec=spec, arrays=arrays)
+
+
+def gaussian_rows(centres: np.ndarray, y: np.ndarray, row_shape, seed: int, split: str) -> ChunkSource:
+    """Rows = the class centre + unit Gaussian noise; each chunk from its own seeded stream."""
+    split_id = {"train": 0, "val": 1, "test": 2, "pool": 3}[split]
+
+    def make_chunk(index: int, lo: int, hi: int) -> np.ndarray:
+        chunk_rng = np.random.default_rng([seed, split_id, index])
+        rows = chunk_rng.standard_normal(size=(hi - lo, centres.shape[1]), dtype=np.float32)
+        rows += centres[y[lo:hi]]  # in place: no temporary of the chunk's size
+        return rows.reshape(hi - lo, *row_shape)
+
+    return ChunkSource(len(y), row_shape, np.float32, make_chunk)
 
 
 def load_synthetic_regression(data: C.SyntheticRegressionConfig, rng, cfg) -> DataBundle:

@@ -14,6 +14,7 @@ import json
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -79,15 +80,17 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
     early_warnings: List[str] = []  # shown and recorded once the recorder exists
     store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=early_warnings.append)
     resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
+    data.check_sources(cfg)  # a missing data file fails here, before Ray starts
     restore_signals = install_signal_handlers(stop, view)
-    t0 = time.perf_counter()
-    bundle = data.load(cfg)  # before Ray starts: a bad data path fails fast
-    data_seconds = time.perf_counter() - t0
-    tb = TensorBoardSink(paths.tensorboard, resume_step=resume[0].step if resume else None)
-    recorder = None
+    recorder, tb = None, None
     status, error = "failed", None
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
     try:
+        # Importing torch and loading the data overlap with Ray's start (which mostly waits on its
+        # processes), instead of adding to the time before the first step.
+        preparing = background.submit(prepare, cfg, paths, resume[0].step if resume else None)
         with RaySession(cfg.cluster) as session:
+            bundle, data_seconds, tb = preparing.result()
             recorder = Recorder(tb, view, observer=observer)
             recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
                                         "ray_start_s": session.seconds})
@@ -113,23 +116,40 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
         paths.summary.write_text(json.dumps(summary, indent=2, default=str))
         if isinstance(error, RunFailed):
             error.summary = summary
+        background.shutdown(wait=True)
         if recorder is not None:
             tb.hparams(flatten(dataclasses.asdict(cfg)), summary["metrics"], write_experiment=hparams_experiment)
-        tb.close()
+        if tb is not None:
+            tb.close()
         restore_signals()
         if status != "failed":
             view.summary(summary)
     return RunResult(status=status, metrics=summary["metrics"], run_dir=paths.root, summary=summary)
 
 
+def prepare(cfg: C.Config, paths: RunPaths, resume_step: Optional[int]):
+    """Driver work that does not need Ray: load the data, open the TensorBoard writer, import the
+    worker code (and torch with it) so actors can be created the moment Ray is up."""
+    import orchestrator.worker  # noqa: F401
+
+    t0 = time.perf_counter()
+    bundle = data.load(cfg)
+    seconds = time.perf_counter() - t0
+    return bundle, seconds, TensorBoardSink(paths.tensorboard, resume_step=resume_step)
+
+
 def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointStore, stop: StopSignal,
                  view: ProgressView, resume, config_yaml: str) -> str:
     import ray
 
-    data_ref = ray.put(bundle)  # once; every worker maps it from the object store
+    from orchestrator.object_store import share
+
+    t0 = time.perf_counter()
+    shared = share(bundle)  # once; every worker maps it from the object store
+    recorder.log.timing["data_share_s"] = time.perf_counter() - t0
     writer = start_checkpoint_writer(store)
     try:
-        return supervise_attempts(cfg, data_ref, writer, recorder, store, stop, view, resume, config_yaml)
+        return supervise_attempts(cfg, shared, writer, recorder, store, stop, view, resume, config_yaml)
     finally:
         ray.kill(writer)
 
@@ -145,7 +165,7 @@ def start_checkpoint_writer(store: CheckpointStore):
     ).remote(str(store.directory), store.cfg)
 
 
-def supervise_attempts(cfg: C.Config, data_ref, writer, recorder: Recorder, store: CheckpointStore,
+def supervise_attempts(cfg: C.Config, shared_data, writer, recorder: Recorder, store: CheckpointStore,
                        stop: StopSignal, view: ProgressView, resume, config_yaml: str) -> str:
     import ray
 
@@ -165,7 +185,7 @@ def supervise_attempts(cfg: C.Config, data_ref, writer, recorder: Recorder, stor
                                 cfg.fault_tolerance.graceful_stop_s,
                                 warn=lambda m: view.message(m, style="yellow"))
         try:
-            refs = group.run(cfg, data_ref, plan, resume_ref, config_yaml, writer)
+            refs = group.run(cfg, shared_data, plan, resume_ref, config_yaml, writer)
             outcome = supervisor.watch(refs)
         finally:
             group.shutdown()

@@ -22,7 +22,7 @@ from orchestrator.health import LayerStats, first_non_finite_gradient
 from orchestrator.losses import compute_loss, count_correct, predictions_in
 from orchestrator.monitors import Monitors, generalisation_gap
 from orchestrator.reporting import Reporter
-from orchestrator.stats import Reduced, StepStats, Throughput, all_reduce_sum
+from orchestrator.stats import Flush, RowMetrics, StepStats, Throughput, all_reduce_sum
 
 
 @dataclass
@@ -36,6 +36,8 @@ class FitResult:
 
 def to_device(pair, device: torch.device):
     x, y = pair
+    if device.type == "cpu":
+        return x, y  # already there; .to() would still cost a few microseconds per step
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
@@ -75,23 +77,31 @@ def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, pre
     return metrics
 
 
-def train_scalars(reduced: Reduced, grad_norm: Optional[torch.Tensor], lr: float, seconds: float,
-                  samples_per_step: int) -> Dict[str, float]:
+def row_scalars(row: RowMetrics) -> Dict[str, float]:
     values = {
-        "train/loss": reduced.loss,
-        "train/loss_max_rank": reduced.loss_max_rank,
-        "train/lr": lr,
-        "train/samples_per_sec": reduced.samples / seconds if seconds > 0 else 0.0,
-        "train/global_batch": float(samples_per_step),
+        "train/loss": row.loss,
+        "train/loss_max_rank": row.loss_max_rank,
+        "train/lr": row.lr,
+        "train/samples_per_sec": row.samples / row.seconds if row.seconds > 0 else 0.0,
     }
-    if reduced.accuracy is not None:
-        values["train/accuracy"] = reduced.accuracy
-    if grad_norm is not None:
-        values["train/grad_norm"] = grad_norm.item()
-    for key, per_rank in reduced.per_rank.items():
+    if row.accuracy is not None:
+        values["train/accuracy"] = row.accuracy
+    return values
+
+
+def flush_scalars(flush: Flush, samples_per_step: int) -> Dict[str, float]:
+    """Once per flush (about a second): gradient norm, global batch, per-worker step-time split."""
+    values = {"train/global_batch": float(samples_per_step)}
+    if flush.grad_norm is not None:
+        values["train/grad_norm"] = flush.grad_norm
+    for key, per_rank in flush.per_rank.items():
         name = key[:-2]  # data_s -> data
         for rank, seconds_per_step in enumerate(per_rank):
             values[f"worker/{rank}/{name}_ms"] = 1000.0 * seconds_per_step
+    step_s = flush.per_rank.get("step_s") or []
+    for rank, seconds_per_step in enumerate(step_s):
+        if seconds_per_step > 0:
+            values[f"worker/{rank}/data_wait_pct"] = 100.0 * flush.per_rank["data_s"][rank] / seconds_per_step
     return values
 
 
@@ -101,7 +111,7 @@ class TrainWindow:
     def __init__(self):
         self.loss = self.correct = self.count = 0.0
 
-    def add(self, reduced: Reduced) -> None:
+    def add(self, reduced: RowMetrics) -> None:
         self.loss += reduced.loss * reduced.samples
         self.correct += (reduced.accuracy or 0.0) * reduced.samples
         self.count += reduced.samples
@@ -122,8 +132,9 @@ class Loop:
         cfg = c.cfg
         self.samples_per_step = cfg.data.batch_size * c.plan.accumulate * c.plan.world_size
         self.has_accuracy = c.loss_kind != "mse"
-        self.stats = StepStats(c.device, has_accuracy=self.has_accuracy)
-        self.throughput = Throughput(warmup_steps=min(5, max(1, c.total_steps // 10)))
+        self.stats = StepStats(c.device, has_accuracy=self.has_accuracy, log_every=cfg.trainer.log_every_n_steps)
+        # Steady state: leave out the first 10% of the run's steps (at least 1, at most 200).
+        self.throughput = Throughput(warmup_steps=min(200, max(1, c.total_steps // 10)))
         self.monitors = Monitors.from_config(cfg)
         self.monitors.load_state_dict(state.monitors)
         self.window = TrainWindow()
@@ -136,7 +147,7 @@ class Loop:
         self.last_checkpoint_step = -1
         self.last_val_step = -1
         self.timing: Dict[str, float] = {}
-        self.last_log = self.paused_at = time.perf_counter()
+        self.paused_at = time.perf_counter()
 
     def stop(self, reason: str) -> None:
         """The first reason wins; every rank reaches the same one from the same reduced values."""
@@ -160,7 +171,6 @@ class Loop:
         epoch_start = time.perf_counter()
         c.sampler.set_epoch(st.epoch)
         c.sampler.set_start(st.samples_in_epoch)
-        self.last_log = time.perf_counter()
         for group in micro_batch_groups(batches.train_batches(c.train, c.sampler, cfg.data.batch_size),
                                         c.plan.accumulate):
             self.train_step(group)
@@ -185,10 +195,12 @@ class Loop:
         step = st.step + 1
         chaos.before_step(cfg.chaos, c.rank, c.plan.attempt, step, c.stepper)
         log_now = self.first_step_pending() or step % cfg.trainer.log_every_n_steps == 0
+        # The gradient norm (a pass over all gradients) is measured on steps whose metrics are reduced.
+        flush_now = log_now and self.stats.flush_due_with_next_row()
         layer_stats_now = self.layer_stats is not None and self.layer_stats.due(step)
         if layer_stats_now:
             self.layer_stats.snapshot_weights()
-        result = c.stepper.step(micro, want_grad_norm=log_now, data_seconds=data_seconds)
+        result = c.stepper.step(micro, want_grad_norm=flush_now, data_seconds=data_seconds)
         st.step = step
         st.step_in_epoch += 1
         st.samples_in_epoch += self.samples_per_step
@@ -201,11 +213,14 @@ class Loop:
         self.throughput.step_done(self.samples_per_step)
         if self.first_step_pending():
             self.timing["first_step_unix"] = time.time()
-            r.info({"first_step_unix": self.timing["first_step_unix"]})
+            r.info({"first_step_unix": self.timing["first_step_unix"],
+                    "startup": {"first_batch_s": data_seconds, "first_step_s": result.times["step_s"]}})
         if layer_stats_now:
             self.report_layer_stats(step)
         if log_now:
-            self.log(result.grad_norm)
+            self.stats.close_row(step, c.optimizer.param_groups[0]["lr"], result.grad_norm)
+            if flush_now:
+                self.flush_logs()
         if cfg.trainer.val_every_n_steps and step % cfg.trainer.val_every_n_steps == 0:
             self.validate()
         if cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
@@ -241,26 +256,31 @@ class Loop:
         if self.layer_stats.histograms_due(step):
             self.r.histograms(step, self.layer_stats.histograms())
 
-    def log(self, grad_norm: Optional[torch.Tensor]) -> None:
-        """Reduce across ranks (sync point) and report; also the collective stop vote."""
-        c, r, st = self.c, self.r, self.state
-        reduced = self.stats.reduce(stop_vote=r.stop_reason() is not None)
-        now = time.perf_counter()
-        lr = c.optimizer.param_groups[0]["lr"]
-        if reduced.steps:
-            r.metrics(st.step, train_scalars(reduced, grad_norm, lr, now - self.last_log, self.samples_per_step))
-            self.window.add(reduced)
-        self.last_log = now
-        if reduced.stop:
+    def flush_logs(self) -> None:
+        """Reduce the pending log rows across ranks (a sync point) and report them; also the
+        collective stop vote. Every rank calls it at the same step."""
+        r = self.r
+        flush = self.stats.flush(stop_vote=r.stop_reason() is not None)
+        for row in flush.rows:
+            values = row_scalars(row)
+            if row is flush.rows[-1]:
+                values.update(flush_scalars(flush, self.samples_per_step))
+            r.metrics(row.step, values)
+            self.window.add(row)
+        if flush.stop:
             self.stopped_on_request = True
             self.stop(r.stop_reason() or "stop requested")
+
+    def close_and_flush(self) -> None:
+        if self.stats.steps_in_window:
+            self.stats.close_row(self.state.step, self.c.optimizer.param_groups[0]["lr"], None)
+        self.flush_logs()
 
     def validate(self) -> None:
         c, r, st = self.c, self.r, self.state
         if c.val is None or self.last_val_step == st.step:
             return
-        if self.stats.steps:
-            self.log(None)  # close the training window the gap is measured against
+        self.close_and_flush()  # the training window the generalisation gap is measured against
         self.pause()
         metrics = evaluate(c, c.val, r, st.step, "val")
         self.resume()
@@ -307,16 +327,15 @@ class Loop:
     def pause(self) -> None:
         """Validation and checkpoints do not count as training time in throughput figures."""
         self.paused_at = time.perf_counter()
-        self.throughput.pause()
 
     def resume(self) -> None:
-        self.last_log += time.perf_counter() - self.paused_at
-        self.throughput.resume()
+        paused = time.perf_counter() - self.paused_at
+        self.stats.shift_clock(paused)
+        self.throughput.shift_clock(paused)
 
     def finish(self) -> FitResult:
         c, r, st = self.c, self.r, self.state
-        if self.stats.steps:
-            self.log(None)  # flush the partial logging window
+        self.close_and_flush()  # the partial logging window
         if not self.stopped_on_request:  # asked to stop (Ctrl-C, pruning): checkpoint and go
             self.validate()
         self.checkpoint()  # the final state, whatever stopped the run

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 def compute_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean loss over all predictions in the batch."""
     if kind == "cross_entropy":
-        return F.cross_entropy(output.reshape(-1, output.shape[-1]).float(), target.reshape(-1))
+        if output.dim() > 2:  # (batch, time, classes) for text
+            output, target = output.reshape(-1, output.shape[-1]), target.reshape(-1)
+        return F.cross_entropy(output if output.dtype == torch.float32 else output.float(), target)
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(output.reshape(-1).float(), target.reshape(-1).float())
     if kind == "mse":
@@ -22,7 +24,9 @@ def compute_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch
 def count_correct(kind: str, output: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
     """Number of correct predictions (a tensor: no host sync), or None for regression."""
     if kind == "cross_entropy":
-        return (output.reshape(-1, output.shape[-1]).argmax(dim=1) == target.reshape(-1)).sum()
+        if output.dim() > 2:
+            output, target = output.reshape(-1, output.shape[-1]), target.reshape(-1)
+        return (output.argmax(dim=1) == target).sum()
     if kind == "bce":
         return ((output.reshape(-1) > 0).long() == target.reshape(-1)).sum()
     return None

@@ -51,11 +51,14 @@ class Recorder:
 
     def on_info(self, record: Dict[str, Any]) -> None:
         values = record["values"]
-        self.log.info.update(values)
+        self.log.info.update({k: v for k, v in values.items() if k != "startup"})
         if "total_steps" in values:
             self.view.plan(values["total_steps"], values["steps_per_epoch"], values["start_step"])
         if "first_step_unix" in values:
             self.log.first_step_unix_per_attempt.append(values["first_step_unix"])
+        if "startup" in values and len(self.log.first_step_unix_per_attempt) <= 1:  # the first attempt's
+            self.log.timing.update(values["startup"])
+            self.tb.scalars(0, {f"startup/{k}": v for k, v in values["startup"].items()})
 
     def on_event(self, record: Dict[str, Any]) -> None:
         self.event(record["step"], record["event"], record["message"])

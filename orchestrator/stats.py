@@ -1,10 +1,14 @@
-"""Per-rank training statistics, accumulated without host syncs and reduced across ranks on log steps.
+"""Per-rank training statistics: accumulated without host syncs, reduced across ranks in batches.
 
-Between log steps every quantity stays a device tensor (adding them is
-asynchronous on a GPU). ``reduce`` packs one small vector per rank, does a
-single ``all_gather`` (the only collective besides DDP's) and turns it into
-global means, per-rank maxima and per-rank timings. It also carries a "stop"
-vote, so that every rank leaves the loop at the same step.
+Between log steps the loss and the correct-prediction count stay device
+tensors (adding them is asynchronous on a GPU); counts and timings are plain
+Python numbers. A log step only *closes a row* (one small stack, no
+communication). Rows are reduced together by one ``all_gather`` once enough
+have piled up to fill about ``FLUSH_TARGET_S`` seconds of training, so logging
+every step costs one small collective per second instead of one per step, and
+every step still gets its own point. The number of rows per flush comes from
+reduced (identical) step times, so every rank flushes at the same step. A
+flush also carries the "stop" vote, so all ranks leave the loop together.
 """
 
 from __future__ import annotations
@@ -16,85 +20,142 @@ from typing import Dict, List, Optional
 import torch
 import torch.distributed as dist
 
-# Layout of the per-rank vector.
-FIELDS = ["loss_sum", "correct", "count", "samples", "steps", "data_s", "compute_s", "optimizer_s", "step_s",
-          "stop"]
+DEVICE_FIELDS = ["loss_sum", "correct"]
+HOST_FIELDS = ["count", "samples", "steps", "data_s", "compute_s", "optimizer_s", "step_s", "stop"]
+FIELDS = DEVICE_FIELDS + HOST_FIELDS
 INDEX = {name: i for i, name in enumerate(FIELDS)}
+TIMES = ("data_s", "compute_s", "optimizer_s", "step_s")
+FLUSH_TARGET_S = 1.0   # reduce about once a second
+MAX_ROWS = 64
 
 
 @dataclass
-class Reduced:
-    """Global view of the steps since the previous log step."""
+class RowMetrics:
+    """Global figures for one log step's window (the steps since the previous log step)."""
+    step: int
     loss: float
     loss_max_rank: float
     accuracy: Optional[float]
     samples: int
     steps: int
-    per_rank: Dict[str, List[float]] = field(default_factory=dict)  # mean seconds per step, per rank
+    seconds: float  # rank 0's wall time for the window
+    lr: float
+
+
+@dataclass
+class Flush:
+    rows: List[RowMetrics] = field(default_factory=list)
+    # Mean seconds per step over the flushed rows, per rank: {"step_s": [rank0, rank1, ...], ...}
+    per_rank: Dict[str, List[float]] = field(default_factory=dict)
+    grad_norm: Optional[float] = None
     stop: bool = False
 
 
 class StepStats:
-    def __init__(self, device: torch.device, has_accuracy: bool):
+    def __init__(self, device: torch.device, has_accuracy: bool, log_every: int = 1):
         self.device = device
         self.has_accuracy = has_accuracy
-        self.reset()
+        self.log_every = log_every
+        self.rows_per_flush = 1  # until the first flush tells how long a step takes
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.float64, device=device)
+        self.host = [0.0] * len(HOST_FIELDS)
+        self.window_started = time.perf_counter()
+        self.device_rows: List[torch.Tensor] = []
+        self.host_rows: List[List[float]] = []
+        self.meta: List[tuple] = []  # (step, seconds, lr)
+        self.grad_norm: Optional[torch.Tensor] = None
 
-    def reset(self) -> None:
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.correct = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.count = 0
-        self.samples = 0
-        self.steps = 0
-        self.times = {"data_s": 0.0, "compute_s": 0.0, "optimizer_s": 0.0, "step_s": 0.0}
+    @property
+    def steps_in_window(self) -> int:
+        return int(self.host[HOST_FIELDS.index("steps")])
 
     def add(self, loss_sum: torch.Tensor, correct: Optional[torch.Tensor], count: int, samples: int,
             times: Dict[str, float]) -> None:
-        self.loss_sum += loss_sum.detach().to(torch.float64)
+        self.loss_sum += loss_sum.detach()
         if correct is not None:
-            self.correct += correct.to(torch.float64)
-        self.count += count
-        self.samples += samples
-        self.steps += 1
-        for key, value in times.items():
-            self.times[key] += value
+            self.correct += correct
+        h = self.host
+        h[0] += count
+        h[1] += samples
+        h[2] += 1
+        h[3] += times["data_s"]
+        h[4] += times["compute_s"]
+        h[5] += times["optimizer_s"]
+        h[6] += times["step_s"]
 
-    def reduce(self, stop_vote: bool) -> Reduced:
+    def flush_due_with_next_row(self) -> bool:
+        return len(self.meta) + 1 >= self.rows_per_flush
+
+    def close_row(self, step: int, lr: float, grad_norm: Optional[torch.Tensor]) -> None:
+        """At a log step: keep this window as a row (no communication)."""
+        now = time.perf_counter()
+        self.device_rows.append(torch.stack([self.loss_sum, self.correct]))
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.host_rows.append(self.host)
+        self.host = [0.0] * len(HOST_FIELDS)
+        self.meta.append((step, now - self.window_started, lr))
+        self.window_started = now
+        if grad_norm is not None:
+            self.grad_norm = grad_norm
+
+    def shift_clock(self, seconds: float) -> None:
+        """Validation and checkpoints do not count as training time in the throughput."""
+        self.window_started += seconds
+
+    def flush(self, stop_vote: bool) -> Flush:
         """Collective: every rank must call it at the same step. A host sync point."""
-        local = torch.zeros(len(FIELDS), dtype=torch.float64, device=self.device)
-        local[INDEX["loss_sum"]] = self.loss_sum
-        local[INDEX["correct"]] = self.correct
-        scalars = {"count": self.count, "samples": self.samples, "steps": self.steps, "stop": float(stop_vote),
-                   **self.times}
-        for key, value in scalars.items():
-            local[INDEX[key]] = value
-        table = gather_rows(local)  # (world, fields), on the host
-        self.reset()
-        return summarise(table, self.has_accuracy)
+        if self.meta:
+            local = torch.cat([torch.stack(self.device_rows),
+                               torch.tensor(self.host_rows, dtype=torch.float64, device=self.device)], dim=1)
+        else:  # nothing to report, but the stop vote still travels
+            local = torch.zeros(1, len(FIELDS), dtype=torch.float64, device=self.device)
+        local[:, INDEX["stop"]] = float(stop_vote)
+        table = gather(local)  # (world, rows, fields), on the host
+        result = summarise(table, self.meta, self.has_accuracy)
+        result.grad_norm = self.grad_norm.item() if self.grad_norm is not None else None
+        if result.rows:
+            self.rows_per_flush = rows_for(result, self.log_every)
+        self.device_rows, self.host_rows, self.meta, self.grad_norm = [], [], [], None
+        return result
 
 
-def gather_rows(local: torch.Tensor) -> torch.Tensor:
+def gather(local: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()):
         return local.unsqueeze(0).cpu()
-    rows = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(rows, local)
-    return torch.stack(rows).cpu()
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return torch.stack(parts).cpu()
 
 
-def summarise(table: torch.Tensor, has_accuracy: bool) -> Reduced:
-    col = {name: table[:, i] for name, i in INDEX.items()}
-    count = col["count"].sum().item()
-    per_rank_loss = col["loss_sum"] / col["count"].clamp(min=1)
-    steps = col["steps"].clamp(min=1)
-    return Reduced(
-        loss=col["loss_sum"].sum().item() / max(count, 1),
-        loss_max_rank=per_rank_loss.max().item(),
-        accuracy=col["correct"].sum().item() / max(count, 1) if has_accuracy else None,
-        samples=int(col["samples"].sum().item()),
-        steps=int(col["steps"].max().item()),
-        per_rank={key: (col[key] / steps).tolist() for key in ("data_s", "compute_s", "optimizer_s", "step_s")},
-        stop=bool(col["stop"].max().item() > 0),
-    )
+def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool) -> Flush:
+    """(world, rows, fields) -> per-row global figures and per-rank step timings, all at once."""
+    col = {name: table[:, :, i] for name, i in INDEX.items()}
+    stop = bool(col["stop"].max().item() > 0)
+    if not meta:
+        return Flush(stop=stop)
+    count = col["count"].sum(0).clamp(min=1)
+    loss = (col["loss_sum"].sum(0) / count).tolist()
+    loss_max = (col["loss_sum"] / col["count"].clamp(min=1)).max(0).values.tolist()
+    accuracy = (col["correct"].sum(0) / count).tolist() if has_accuracy else [None] * len(meta)
+    samples = col["samples"].sum(0).tolist()
+    steps = col["steps"].max(0).values.tolist()
+    rows = [RowMetrics(step=m[0], loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
+                       samples=int(samples[i]), steps=int(steps[i]), seconds=m[1], lr=m[2])
+            for i, m in enumerate(meta)]
+    steps_per_rank = col["steps"].sum(1).clamp(min=1)
+    per_rank = {key: (col[key].sum(1) / steps_per_rank).tolist() for key in TIMES}
+    return Flush(rows=rows, per_rank=per_rank, stop=stop)
+
+
+def rows_for(flush: Flush, log_every: int) -> int:
+    """How many rows fill about FLUSH_TARGET_S, from the slowest rank's step time (identical everywhere)."""
+    step_s = max(flush.per_rank["step_s"])
+    seconds_per_row = step_s * log_every
+    if seconds_per_row <= 0:
+        return 1
+    return max(1, min(MAX_ROWS, int(FLUSH_TARGET_S / seconds_per_row)))
 
 
 def all_reduce_sum(values: List[float], device: torch.device) -> List[float]:
@@ -114,7 +175,6 @@ class Throughput:
         self.samples = 0
         self.seconds = 0.0
         self._since: Optional[float] = None
-        self._paused_at = 0.0
 
     def step_done(self, global_samples: int) -> None:
         now = time.perf_counter()
@@ -125,12 +185,9 @@ class Throughput:
         if self.calls >= self.warmup_steps:
             self._since = now
 
-    def pause(self) -> None:
-        self._paused_at = time.perf_counter()
-
-    def resume(self) -> None:
+    def shift_clock(self, seconds: float) -> None:
         if self._since is not None:
-            self._since += time.perf_counter() - self._paused_at
+            self._since += seconds
 
     @property
     def samples_per_sec(self) -> Optional[float]:

@@ -12,9 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
 FLUSH_SECS = 2
 # Shown as the metric columns of TensorBoard's hparams view (those the run logged).
 HPARAM_METRICS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy", "train/loss")
@@ -22,6 +19,8 @@ HPARAM_METRICS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy", "tra
 
 class TensorBoardSink:
     def __init__(self, log_dir: Path, resume_step: Optional[int] = None):
+        from torch.utils.tensorboard import SummaryWriter  # imports torch: kept off the start-up path
+
         purge = resume_step + 1 if resume_step is not None else None
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge, flush_secs=FLUSH_SECS)
         self.last_step: Dict[str, int] = {}
@@ -52,6 +51,8 @@ class TensorBoardSink:
     def hparams(self, params: Dict[str, Any], metrics: Dict[str, float], write_experiment: bool = True) -> None:
         """Hyperparameters with final metrics for the hparams view. A search writes the experiment
         once at its root instead (``write_experiment=False`` in each trial)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
         shown = {k: v for k, v in metrics.items() if k in HPARAM_METRICS}
         exp, ssi, sei = hparams_summaries(params, shown or {"train/loss": 0.0})
         file_writer = self.writer._get_file_writer()

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -21,7 +22,6 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import config as C
-from orchestrator.data import DataBundle
 from orchestrator.optim import rebase_lr
 from orchestrator.plan import AttemptPlan
 from orchestrator.reporting import Reporter
@@ -106,11 +106,15 @@ class Worker:
             return torch.device("cuda", self.local_device_index)
         return torch.device("cpu")
 
-    def run(self, cfg: C.Config, bundle: DataBundle, plan: AttemptPlan, resume: Optional[bytes],
+    def run(self, cfg: C.Config, data, plan: AttemptPlan, resume: Optional[bytes],
             config_yaml: str = "", checkpoint_writer=None) -> Dict[str, Any]:
+        """Train. ``data`` is a SharedBundle (object-store references) or, without Ray, a DataBundle."""
         from orchestrator import loop, state as S
         from orchestrator.build import build
+        from orchestrator.object_store import SharedBundle, fetch
 
+        started = time.time()
+        bundle = fetch(data) if isinstance(data, SharedBundle) else data
         self.train_thread = threading.get_ident()
         # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
         self.reporter = RayReporter(self.rank, checkpoint_writer) if self.rank == 0 else Reporter(self.rank, False)
@@ -118,6 +122,7 @@ class Worker:
         device = self.device(cfg)
         components = build(cfg, bundle, plan, self.rank, device, distributed=self.world_size > 1,
                            config_yaml=config_yaml)
+        self.reporter.info({"startup": {"worker_build_s": time.time() - started}})
         train_state = None
         if resume is not None:
             payload = S.load_payload(resume, device)

@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator import config as C
-from orchestrator.worker import Worker, WorkerInfo
+
+if TYPE_CHECKING:
+    from orchestrator.worker import WorkerInfo
 
 
 class PlacementTimeout(RuntimeError):
@@ -123,6 +125,8 @@ def reserve(cluster: C.ClusterConfig, size: int, timings: Dict[str, float]):
 
 
 def create_actors(cluster: C.ClusterConfig, pg, size: int) -> List[Any]:
+    from orchestrator.worker import Worker  # imports torch; the driver loads it while Ray starts
+
     remote_worker = ray.remote(Worker)
     return [
         remote_worker.options(

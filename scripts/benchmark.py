@@ -45,9 +45,12 @@ SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULT_PREFIX, WORKLOADS  # noqa: E402
+from bench.common import RESULT_PREFIX, THROUGHPUT_WORKLOADS, WORKLOADS  # noqa: E402
 
-RUNNERS = ["single", "torchrun", "raytrain", "orchestrator"]
+RUNNERS = ["single", "torchrun", "raytrain", "orchestrator", "orchestrator-log1"]
+# The orchestrator reduces and reports metrics every N steps: 100 for its throughput row, and every
+# step for the "-log1" row, which measures what logging every step costs.
+ORCHESTRATOR_LOG_EVERY = {"orchestrator": 100, "orchestrator-log1": 1}
 BASELINE = "torchrun"
 SKIP_PREFIX = "BENCH_SKIP "
 # Re-read the (costly) PSS when the process tree's RSS has grown by more than this fraction.
@@ -69,12 +72,13 @@ def runner_command(runner: str, workload: str, workers: int, args, run_dir: Path
     if runner == "raytrain":
         return [py, str(SCRIPTS / "bench" / "raytrain_runner.py"), *common, "--workers", str(workers),
                 "--storage-path", str(run_dir)]
-    if runner == "orchestrator":
-        return [py, "-m", "orchestrator.train", *orchestrator_overrides(workload, workers, args, run_dir)]
+    if runner in ORCHESTRATOR_LOG_EVERY:
+        return [py, "-m", "orchestrator.train", *orchestrator_overrides(workload, workers, args, run_dir,
+                                                                        ORCHESTRATOR_LOG_EVERY[runner])]
     raise ValueError(runner)
 
 
-def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path) -> list:
+def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path, log_every: int) -> list:
     spec = WORKLOADS[workload]
     shape = spec["shape"]
     num_features = 1
@@ -96,7 +100,7 @@ def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path) -> 
         f"trainer.num_workers={workers}",
         f"trainer.max_steps={args.steps}",
         f"trainer.max_epochs={max_epochs}",
-        "trainer.log_every_n_steps=50",
+        f"trainer.log_every_n_steps={log_every}",
         "checkpoint.every_epoch=false",
         "optimizer=adam",
         "scheduler=constant",
@@ -252,7 +256,7 @@ def last_lines(text: str, n: int = 3) -> str:
 
 
 def run_one(runner: str, workload: str, workers: int, rep: int, args, logs: Path) -> dict:
-    name = f"{runner}_{workload}_w{workers}_r{rep}"
+    name = f"{runner}_{workload}_w{workers}_r{rep}_n{args.num_samples}"
     row = {"runner": runner, "workload": workload, "workers": workers, "rep": rep,
            "status": "ok", "note": "", "log": str(logs / f"{name}.log")}
     # Scratch space for the run (Hydra run dir, Ray Train storage), removed even if the run is ended.
@@ -280,7 +284,7 @@ def parse_result(runner: str, m: dict, run_dir, summary_copy: Path):
     """The runner's result dict, or (status, reason) when there is none."""
     if m["timed_out"]:
         return "failed", f"timed out after {m['wall_s']:.0f} s"
-    if runner == "orchestrator":
+    if runner in ORCHESTRATOR_LOG_EVERY:
         summary = run_dir / "summary.json"
         if m["returncode"] != 0 or not summary.exists():
             # The orchestrator may not be there yet: its row says so instead of failing the benchmark.
@@ -369,7 +373,8 @@ def markdown_table(summary: list, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-COLORS = {"single": "tab:gray", "torchrun": "tab:blue", "raytrain": "tab:orange", "orchestrator": "tab:green"}
+COLORS = {"single": "tab:gray", "torchrun": "tab:blue", "raytrain": "tab:orange", "orchestrator": "tab:green",
+          "orchestrator-log1": "tab:olive"}
 
 
 def chart(summary: list, path: Path) -> None:
@@ -423,7 +428,11 @@ def parse_args(argv=None):
                    help="steps left out of the steady throughput (default: max(5, steps // 10))")
     p.add_argument("--num-samples", type=int, default=4096, help="synthetic dataset size (cycled through)")
     p.add_argument("--runners", type=csv_list, default=None, help=f"comma list from {','.join(RUNNERS)}")
-    p.add_argument("--workloads", type=csv_list, default=None, help=f"comma list from {','.join(WORKLOADS)}")
+    p.add_argument("--workloads", type=csv_list, default=None,
+                   help=f"comma list from {','.join(THROUGHPUT_WORKLOADS)}")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="also check memory with 2 workers on a synthetic dataset of this size "
+                        "(default 1.0; 0 skips; --quick skips unless given)")
     p.add_argument("--workers", type=lambda v: [int(x) for x in csv_list(v)], default=None,
                    help="comma list of worker counts (default 1,2; `single` only runs with 1)")
     p.add_argument("--quick", action="store_true",
@@ -441,11 +450,13 @@ def parse_args(argv=None):
     args.reps = args.reps or 3
     args.steps = args.steps or 200
     args.runners = args.runners or RUNNERS
-    args.workloads = args.workloads or list(WORKLOADS)
+    args.workloads = args.workloads or list(THROUGHPUT_WORKLOADS)
+    if args.memory_gb is None:
+        args.memory_gb = 0.0 if args.quick else 1.0
     args.workers = args.workers or [1, 2]
     if args.warmup is None:
         args.warmup = max(5, args.steps // 10)
-    for name, chosen, known in (("runner", args.runners, RUNNERS), ("workload", args.workloads, WORKLOADS)):
+    for name, chosen, known in (("runner", args.runners, RUNNERS), ("workload", args.workloads, THROUGHPUT_WORKLOADS)):
         unknown = set(chosen) - set(known)
         if unknown:
             p.error(f"unknown {name}(s) {sorted(unknown)}; known: {list(known)}")
@@ -500,17 +511,67 @@ def main(argv=None) -> int:
         # Keep what has been measured so far, in case a later run hangs or the session ends.
         (args.out / "raw.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
 
+    memory = memory_check(args, logs) if args.memory_gb > 0 else []
     summary = summarise(rows)
-    (args.out / "raw.json").write_text(json.dumps({"meta": meta, "runs": rows, "summary": summary}, indent=1))
-    table = markdown_table(summary, meta)
+    (args.out / "raw.json").write_text(json.dumps({"meta": meta, "runs": rows, "summary": summary,
+                                                   "memory": memory}, indent=1))
+    table = markdown_table(summary, meta) + memory_table(memory, args.memory_gb)
     (args.out / "results.md").write_text(table)
     chart(summary, args.out / "results.png")
     print()
     print(table)
     print(f"wrote {args.out / 'results.md'}, {args.out / 'results.png'}, {args.out / 'raw.json'}")
     # Non-zero only if a runner that should work failed; skipped rows (not installed / not available) are fine.
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    return 1 if any(r["status"] == "failed" for r in rows + memory) else 0
 
+
+# ----------------------------------------------------------------------------- memory check
+MEMORY_RUNNERS = ["torchrun", "orchestrator"]
+
+
+def memory_check(args, logs: Path) -> list:
+    """Peak memory of all processes with 2 workers on one dataset of --memory-gb, against the same
+    run on a tiny dataset: the difference is what the data costs. The orchestrator puts it in the
+    object store once (workers map it); torchrun's ranks each build their own copy."""
+    row_bytes = 3 * 32 * 32 * 4
+    rows = []
+    for runner in MEMORY_RUNNERS:
+        peaks = {}
+        for size, samples in (("tiny", 4096), ("large", int(args.memory_gb * 2**30 / row_bytes))):
+            mem_args = argparse.Namespace(**vars(args))
+            mem_args.num_samples, mem_args.steps, mem_args.warmup = samples, 30, 5
+            print(f"[memory] {runner}, 2 workers, {samples * row_bytes / 2**20:,.0f} MiB dataset ...", end=" ",
+                  flush=True)
+            row = run_one(runner, "memory", 2, 1, mem_args, logs)
+            print(f"peak {fmt(row['peak_mem_mb'], ',.0f')} MiB" if row["status"] == "ok" else row["note"],
+                  flush=True)
+            peaks[size] = row
+        large, tiny = peaks["large"], peaks["tiny"]
+        dataset_mb = int(args.memory_gb * 2**30 / row_bytes) * row_bytes / 2**20
+        extra = (large["peak_mem_mb"] - tiny["peak_mem_mb"]
+                 if large.get("peak_mem_mb") and tiny.get("peak_mem_mb") else None)
+        rows.append({"runner": runner, "status": "ok" if extra is not None else "failed",
+                     "note": "; ".join(n for n in (large["note"], tiny["note"]) if n), "dataset_mb": dataset_mb,
+                     "peak_tiny_mb": tiny.get("peak_mem_mb"), "peak_large_mb": large.get("peak_mem_mb"),
+                     "data_mb": extra, "copies": extra / dataset_mb if extra is not None else None})
+    return rows
+
+
+def memory_table(rows: list, gigabytes: float) -> str:
+    if not rows:
+        return ""
+    lines = ["", f"## Memory: 2 workers, one {gigabytes:g} GB dataset", "",
+             "| runner | dataset (MiB) | peak, tiny dataset (MiB) | peak, large dataset (MiB) "
+             "| memory the data costs (MiB) | copies of the dataset | note |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['runner']} | {r['dataset_mb']:,.0f} | {fmt(r['peak_tiny_mb'], ',.0f')} "
+                     f"| {fmt(r['peak_large_mb'], ',.0f')} | {fmt(r['data_mb'], ',.0f')} | {fmt(r['copies'], '.2f')} "
+                     f"| {r['note'].replace('|', '/')} |")
+    lines += ["", "Peak summed PSS of every process the command starts (shared pages are split among the "
+                  "processes that map them, so the object store's copy counts once). The data's cost is the "
+                  "peak on the large dataset minus the peak of the same run on a tiny one."]
+    return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -159,3 +159,11 @@ def test_a_non_finite_update_is_skipped_and_leaves_weights_and_optimizer_state_u
     assert s.step([batch(8)], want_grad_norm=False, data_seconds=0.0).finite
     assert all(torch.isfinite(p).all() and not torch.equal(p.detach(), p0)
                for p, p0 in zip(model.parameters(), before))
+
+
+def test_a_step_after_evaluation_trains_in_training_mode():
+    model = models.build("mlp", (5,), 3, hidden_sizes=(16,), dropout=0.5)
+    s = stepper(model)
+    model.eval()  # what validation leaves behind
+    s.step([batch(8)], want_grad_norm=False, data_seconds=0.0)
+    assert all(m.training for m in model.modules()), "dropout and batch norm must be back in training mode"

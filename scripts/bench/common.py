@@ -22,9 +22,6 @@ import models  # noqa: E402  (repo root must be on PYTHONPATH)
 SEED = 0
 NUM_CLASSES = 10
 LR = 1e-3  # conf/optimizer/adam.yaml
-# Separation of the Gaussian class centres, in noise standard deviations (as the
-# orchestrator's synthetic_classification data).
-CLASS_SEP = 2.0
 
 # name -> model name, input shape, model kwargs, per-worker batch size
 WORKLOADS = {
@@ -32,7 +29,11 @@ WORKLOADS = {
     "cnn": {"model": "cnn", "shape": [3, 32, 32], "kwargs": {}, "batch": 64},
     # ~20M parameters: 80 MB of gradients to all-reduce per step, so communication dominates.
     "wide_mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [4096, 4096]}, "batch": 32},
+    # The memory check: a small model on a large dataset (sized with --memory-gb); only memory matters.
+    "memory": {"model": "mlp", "shape": [3, 32, 32], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64},
 }
+# Workloads of the throughput table (the memory check runs on its own).
+THROUGHPUT_WORKLOADS = ["mlp", "cnn", "wide_mlp"]
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -50,16 +51,22 @@ def build_model(workload: str) -> torch.nn.Module:
 
 
 def make_data(workload: str, num_samples: int):
-    """Gaussian class clusters, the same on every rank (each rank then reads its own shard)."""
+    """The orchestrator's own synthetic classification data (same generator, seed and class
+    separation), so every runner trains on identical numbers: the values matter for speed
+    (e.g. denormal floats once the loss is tiny), not only the shapes."""
+    from orchestrator import config as C, data
+
     spec = WORKLOADS[workload]
     num_features = 1
     for d in spec["shape"]:
         num_features *= d
-    g = torch.Generator().manual_seed(SEED)
-    centres = torch.randn(NUM_CLASSES, num_features, generator=g) * CLASS_SEP
-    y = torch.randint(0, NUM_CLASSES, (num_samples,), generator=g)
-    x = centres[y] + torch.randn(num_samples, num_features, generator=g)
-    return x.reshape(num_samples, *spec["shape"]), y
+    cfg = C.Config(model=C.MLPConfig(), optimizer=C.AdamConfig(), scheduler=C.ConstantSchedulerConfig(),
+                   data=C.SyntheticClassificationConfig(num_samples=num_samples, num_features=num_features,
+                                                        num_classes=NUM_CLASSES, sample_shape=list(spec["shape"]),
+                                                        val_fraction=0.0),
+                   trainer=C.TrainerConfig(seed=SEED))
+    bundle = data.load(cfg).materialized()  # each rank holds its own copy, as a plain script would
+    return torch.from_numpy(bundle.arrays["x_train"]), torch.from_numpy(bundle.arrays["y_train"])
 
 
 def batches(num_samples: int, batch: int, rank: int, world: int):
