@@ -1,10 +1,10 @@
 """Checkpoint files in the run dir: atomic writes, verified reads, retention.
 
-Rank 0 serializes the full state (``state.capture``) and sends the bytes
-straight to a ``CheckpointWriter``, a small actor pinned to the driver's
-node, which writes them here: checkpoints reach the driver's storage even
-when rank 0 runs on another node, and are safe as soon as they arrive, even
-if rank 0 dies a moment later.
+Rank 0 serializes the full state (``state.capture``) and sends the bytes to
+the run's ``RunSink``, a small actor pinned to the driver's node, which writes
+them here: checkpoints reach the driver's storage even when rank 0 runs on
+another node, and are safe as soon as they arrive, even if rank 0 dies a
+moment later.
 
 A checkpoint is ``step-<N>.pt`` plus its manifest ``step-<N>.json`` (size,
 SHA-256, step, metrics). Each file is written to a temporary name, fsynced
@@ -123,19 +123,6 @@ class CheckpointStore:
 
 class CorruptCheckpoint(RuntimeError):
     pass
-
-
-class CheckpointWriter:
-    """The only writer of a run's checkpoint dir; made a Ray actor on the driver's node."""
-
-    def __init__(self, directory: str, cfg: C.CheckpointConfig):
-        self.store = CheckpointStore(Path(directory), cfg, warn=lambda message: None)
-
-    def save(self, step: int, payload: bytes, epoch: int, metrics: Dict[str, float]) -> Dict[str, Any]:
-        return asdict(self.store.save(step, payload, epoch, metrics))
-
-    def flush(self) -> None:
-        """Returns once the saves submitted before it are on disk (the actor runs calls in order)."""
 
 
 def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[Tuple[Manifest, bytes]]:

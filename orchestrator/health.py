@@ -48,6 +48,8 @@ class LayerStats:
         self.model = model
         self.cfg = cfg
         self.before: Dict[str, torch.Tensor] = {}
+        # (condition, layer) pairs currently flagged: warn when one starts, not at every check.
+        self.flagged: set = set()
 
     def due(self, step: int) -> bool:
         every = self.cfg.layer_stats_every_n_steps
@@ -75,12 +77,16 @@ class LayerStats:
             if name in self.before:
                 update = (p.detach() - self.before[name]).float().norm().item()
                 scalars[f"update_ratio/{tag}"] = update / (weight_norm + 1e-12)
-            if grad_norm < self.cfg.vanishing_below:
-                warnings.append(f"vanishing gradient in {name}: norm {grad_norm:.3g} < "
-                                f"health.vanishing_below={self.cfg.vanishing_below:g}")
-            elif grad_norm > self.cfg.exploding_above:
-                warnings.append(f"exploding gradient in {name}: norm {grad_norm:.3g} > "
-                                f"health.exploding_above={self.cfg.exploding_above:g}")
+            condition = ("vanishing" if grad_norm < self.cfg.vanishing_below else
+                         "exploding" if grad_norm > self.cfg.exploding_above else None)
+            for kind in ("vanishing", "exploding"):
+                if kind != condition:
+                    self.flagged.discard((kind, name))
+            if condition and (condition, name) not in self.flagged:
+                self.flagged.add((condition, name))
+                bound = (f"< health.vanishing_below={self.cfg.vanishing_below:g}" if condition == "vanishing"
+                         else f"> health.exploding_above={self.cfg.exploding_above:g}")
+                warnings.append(f"{condition} gradient in {name}: norm {grad_norm:.3g} {bound}")
         self.before = {}
         return scalars, warnings
 

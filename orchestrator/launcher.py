@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from orchestrator import config as C, data
-from orchestrator.checkpoint import CheckpointStore, CheckpointWriter, resolve_resume
+from orchestrator.checkpoint import CheckpointStore, resolve_resume
 from orchestrator.cluster import RaySession
 from orchestrator.failure import Action, Failure, Kind, decide
 from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
@@ -147,25 +147,27 @@ def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointSto
     t0 = time.perf_counter()
     shared = share(bundle)  # once; every worker maps it from the object store
     recorder.log.timing["data_share_s"] = time.perf_counter() - t0
-    writer = start_checkpoint_writer(store)
+    sink = start_run_sink(store)
     try:
-        return supervise_attempts(cfg, shared, writer, recorder, store, stop, view, resume, config_yaml)
+        return supervise_attempts(cfg, shared, sink, recorder, store, stop, view, resume, config_yaml)
     finally:
-        ray.kill(writer)
+        ray.kill(sink)
 
 
-def start_checkpoint_writer(store: CheckpointStore):
-    """The run's checkpoint writer, pinned to this (the driver's) node: it writes the run dir."""
+def start_run_sink(store: CheckpointStore):
+    """The run's sink, pinned to this (the driver's) node: it writes the run dir's checkpoints."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from orchestrator.run_sink import RunSink
+
     here = ray.get_runtime_context().get_node_id()
-    return ray.remote(CheckpointWriter).options(
-        num_cpus=0, max_concurrency=1, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    return ray.remote(RunSink).options(
+        num_cpus=0, max_concurrency=2, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
     ).remote(str(store.directory), store.cfg)
 
 
-def supervise_attempts(cfg: C.Config, shared_data, writer, recorder: Recorder, store: CheckpointStore,
+def supervise_attempts(cfg: C.Config, shared_data, sink, recorder: Recorder, store: CheckpointStore,
                        stop: StopSignal, view: ProgressView, resume, config_yaml: str) -> str:
     import ray
 
@@ -181,11 +183,11 @@ def supervise_attempts(cfg: C.Config, shared_data, writer, recorder: Recorder, s
             recorder.log.timing.update(group.timings)
             recorder.tb.scalars(0, {f"startup/{key}": value for key, value in recorder.log.timing.items()
                                     if key.endswith("_s")})
-        supervisor = Supervisor(group, recorder.handle, stop, cfg.fault_tolerance.hang_timeout_s,
+        supervisor = Supervisor(group, sink, recorder.handle, stop, cfg.fault_tolerance.hang_timeout_s,
                                 cfg.fault_tolerance.graceful_stop_s,
                                 warn=lambda m: view.message(m, style="yellow"))
         try:
-            refs = group.run(cfg, shared_data, plan, resume_ref, config_yaml, writer)
+            refs = group.run(cfg, shared_data, plan, resume_ref, config_yaml, sink)
             outcome = supervisor.watch(refs)
         finally:
             group.shutdown()
@@ -200,7 +202,7 @@ def supervise_attempts(cfg: C.Config, shared_data, writer, recorder: Recorder, s
         failure = outcome.failure
         decision = decide(failure, history, cfg.trainer.max_failures)
         history.append(failure)
-        ray.get(writer.flush.remote(), timeout=600)  # checkpoints already sent are on disk
+        supervisor.drain_sink()  # everything rank 0 sent before it failed: curves and checkpoints
         latest = store.latest_good()
         report_failure(recorder, failure, decision, latest[0].step if latest else None, attempt)
         if decision.action == Action.RAISE:
@@ -284,9 +286,6 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
     if log and log.first_step_unix_per_attempt:
         timing["first_step_unix"] = log.first_step_unix_per_attempt[0]
         timing["command_to_first_step_s"] = log.first_step_unix_per_attempt[0] - started
-    if log:
-        for restart, first_step in zip(log.restarts, log.first_step_unix_per_attempt[1:]):
-            restart["recovery_s"] = first_step - restart["detected_unix"]
     store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=lambda m: None)
     best = store.best()
     manifests = store.manifests()

@@ -105,6 +105,16 @@ def flush_scalars(flush: Flush, samples_per_step: int) -> Dict[str, float]:
     return values
 
 
+def time_split(totals: Dict[str, List[float]]) -> Dict[str, float]:
+    """Where the slowest rank's step time went over the run, in percent (data wait, compute, optimizer)."""
+    step = totals.get("step_s")
+    if not step or max(step) <= 0:
+        return {}
+    slowest = max(range(len(step)), key=lambda rank: step[rank])
+    return {f"{key[:-2]}_pct": 100.0 * totals[key][slowest] / step[slowest]
+            for key in ("data_s", "compute_s", "optimizer_s") if key in totals}
+
+
 class TrainWindow:
     """Training loss/accuracy since the previous validation (from reduced, identical values)."""
 
@@ -147,6 +157,7 @@ class Loop:
         self.last_checkpoint_step = -1
         self.last_val_step = -1
         self.timing: Dict[str, float] = {}
+        self.time_totals: Dict[str, List[float]] = {}  # seconds per rank over the run, by phase
         self.paused_at = time.perf_counter()
 
     def stop(self, reason: str) -> None:
@@ -261,6 +272,11 @@ class Loop:
         collective stop vote. Every rank calls it at the same step."""
         r = self.r
         flush = self.stats.flush(stop_vote=r.stop_reason() is not None)
+        steps = sum(row.steps for row in flush.rows)
+        for key, per_rank in flush.per_rank.items():  # run totals, for the summary's time split
+            totals = self.time_totals.setdefault(key, [0.0] * len(per_rank))
+            for rank, mean in enumerate(per_rank):
+                totals[rank] += mean * steps
         for row in flush.rows:
             values = row_scalars(row)
             if row is flush.rows[-1]:
@@ -312,6 +328,8 @@ class Loop:
         c, r, st = self.c, self.r, self.state
         if self.last_checkpoint_step == st.step:
             return
+        # Every step up to the checkpoint is reported before it (a resume starts after it).
+        self.close_and_flush()
         self.pause()
         r.progress(st.step, "checkpoint")
         st.monitors = self.monitors.state_dict()
@@ -345,6 +363,7 @@ class Loop:
         r.event(st.step, "stopped", self.stop_reason)
         if self.throughput.samples_per_sec is not None:
             self.timing["steady_samples_per_sec"] = self.throughput.samples_per_sec
+        self.timing.update(time_split(self.time_totals))
         r.progress(st.step, "done")
         return FitResult(stop_reason=self.stop_reason, step=st.step, epoch=st.epoch, metrics=metrics,
                          timing=dict(self.timing))

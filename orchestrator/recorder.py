@@ -56,6 +56,11 @@ class Recorder:
             self.view.plan(values["total_steps"], values["steps_per_epoch"], values["start_step"])
         if "first_step_unix" in values:
             self.log.first_step_unix_per_attempt.append(values["first_step_unix"])
+            if self.log.restarts:  # the first step after a restart: how long the failure cost
+                restart = self.log.restarts[-1]
+                restart["recovery_s"] = values["first_step_unix"] - restart["detected_unix"]
+                self.tb.scalars(restart["step"], {"fault/recovery_s": restart["recovery_s"]})
+                self.view.message(f"recovered in {restart['recovery_s']:.1f}s (failure to first step)", style="cyan")
         if "startup" in values and len(self.log.first_step_unix_per_attempt) <= 1:  # the first attempt's
             self.log.timing.update(values["startup"])
             self.tb.scalars(0, {f"startup/{k}": v for k, v in values["startup"].items()})
@@ -69,5 +74,5 @@ class Recorder:
         self.view.message(f"[step {step}] {kind}: {message}", style=style)
 
     def on_checkpoint(self, record: Dict[str, Any]) -> None:
-        # The bytes went straight to the CheckpointWriter; the record only says it happened.
+        # The RunSink wrote the bytes to disk before passing the record on.
         self.log.checkpoints.append(record["step"])

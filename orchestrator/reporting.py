@@ -68,8 +68,8 @@ class Reporter:
 
     # --- overridable
     def persist(self, step: int, payload: bytes, info: Dict[str, Any]) -> Dict[str, Any]:
-        """Where checkpoint bytes go. Here: into the record (tests without Ray); the Ray worker
-        sends them to the run's CheckpointWriter instead."""
+        """Checkpoint bytes travel in the record; the Ray worker's reporter sends records to the
+        run's RunSink, which writes the bytes to disk."""
         return {"payload": payload}
 
     def wait_persisted(self) -> None:

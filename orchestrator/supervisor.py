@@ -16,7 +16,7 @@ from orchestrator.failure import Failure, Kind, root_cause
 from orchestrator.watchdog import Watchdog
 from orchestrator.worker_group import WorkerGroup
 
-POLL_INTERVAL_S = 0.5
+POLL_INTERVAL_S = 1.0  # how often metrics and heartbeats are drained (failures wake the driver at once)
 POLL_TIMEOUT_S = 10.0
 # After a first error, wait this long for the other ranks' errors to pick the root cause.
 FAILURE_GRACE_S = 2.0
@@ -53,6 +53,7 @@ class Outcome:
 @dataclass
 class Supervisor:
     group: WorkerGroup
+    sink: Any  # the run's RunSink actor: records from rank 0, in order
     on_records: Callable[[List[Dict[str, Any]]], None]
     stop: StopSignal
     hang_timeout_s: float
@@ -82,7 +83,7 @@ class Supervisor:
             if failures and (not pending or now - first_failure_at > FAILURE_GRACE_S):
                 return Outcome("failed", failure=root_cause(failures), last_step=self.last_step())
             if not pending and not failures:
-                self.poll(watchdog)  # the final records (last metrics, final checkpoint)
+                self.drain_sink()  # the final records (rank 0 waited for their delivery)
                 return Outcome("finished", result=results.get(0), last_step=self.last_step())
             if failures:
                 continue
@@ -100,7 +101,17 @@ class Supervisor:
                 return Outcome("failed", failure=self.hang_failure(watchdog, now), last_step=self.last_step())
 
     # ----------------------------------------------------------------- observation
+    def drain_sink(self) -> None:
+        try:
+            records = ray.get(self.sink.drain.remote(), timeout=POLL_TIMEOUT_S * 6)
+        except (GetTimeoutError, RayActorError) as err:
+            self.warn(f"could not read the run's records ({first_line(str(err))})")
+            return
+        if records:
+            self.on_records(records)
+
     def poll(self, watchdog: Watchdog) -> None:
+        self.drain_sink()
         refs = [actor.poll.remote() for actor in self.group.actors]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_TIMEOUT_S)
         ready_set = set(ready)
@@ -114,8 +125,6 @@ class Supervisor:
                 continue  # a dead worker shows up through its run() result
             self.heartbeats[rank] = answer["heartbeat"]
             watchdog.observe(rank, answer["heartbeat"]["progress"], now)
-            if answer["records"]:
-                self.on_records(answer["records"])
 
     def last_step(self) -> int:
         return max((hb["step"] for hb in self.heartbeats.values()), default=0)

@@ -38,25 +38,44 @@ class WorkerInfo:
 
 
 class RayReporter(Reporter):
-    """Rank 0's reporter: checkpoints go straight to the run's CheckpointWriter actor."""
+    """Rank 0's reporter: records go to the run's RunSink actor, in order, in small batches.
 
-    PERSIST_TIMEOUT_S = 600.0
+    Metrics are batched (one call about every SEND_INTERVAL_S); an event, an info or a checkpoint
+    is sent at once, with every record before it.
+    """
 
-    def __init__(self, rank: int, writer):
+    SEND_INTERVAL_S = 0.5
+    DELIVERY_TIMEOUT_S = 600.0
+
+    def __init__(self, rank: int, sink):
         super().__init__(rank, keeps_records=True)
-        self.writer = writer
-        self.pending: List[Any] = []
+        self.sink = sink
+        self.pending: List[Dict[str, Any]] = []
+        self.in_flight: List[Any] = []
+        self.last_send = time.monotonic()
 
-    def persist(self, step: int, payload: bytes, info: Dict[str, Any]) -> Dict[str, Any]:
-        # Fire and forget: training goes on while the bytes travel and are written.
-        self.pending.append(self.writer.save.remote(step, payload, info["epoch"], info["metrics"]))
-        return {}
+    def _put(self, record: Dict[str, Any]) -> None:
+        self.pending.append(record)
+        if record["kind"] != "metrics" or time.monotonic() - self.last_send > self.SEND_INTERVAL_S:
+            self.send()
+
+    def send(self) -> None:
+        import ray
+
+        if self.pending:
+            # Fire and forget: training goes on while the records (and checkpoint bytes) travel.
+            self.in_flight.append(self.sink.push.remote(self.pending))
+            self.pending = []
+        self.last_send = time.monotonic()
+        if len(self.in_flight) > 16:
+            _, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
 
     def wait_persisted(self) -> None:
         import ray
 
-        ray.get(self.pending, timeout=self.PERSIST_TIMEOUT_S)
-        self.pending.clear()
+        self.send()
+        ray.get(self.in_flight, timeout=self.DELIVERY_TIMEOUT_S)
+        self.in_flight = []
 
 
 class Worker:
@@ -107,7 +126,7 @@ class Worker:
         return torch.device("cpu")
 
     def run(self, cfg: C.Config, data, plan: AttemptPlan, resume: Optional[bytes],
-            config_yaml: str = "", checkpoint_writer=None) -> Dict[str, Any]:
+            config_yaml: str = "", sink=None) -> Dict[str, Any]:
         """Train. ``data`` is a SharedBundle (object-store references) or, without Ray, a DataBundle."""
         from orchestrator import loop, state as S
         from orchestrator.build import build
@@ -117,7 +136,7 @@ class Worker:
         bundle = fetch(data) if isinstance(data, SharedBundle) else data
         self.train_thread = threading.get_ident()
         # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
-        self.reporter = RayReporter(self.rank, checkpoint_writer) if self.rank == 0 else Reporter(self.rank, False)
+        self.reporter = RayReporter(self.rank, sink) if self.rank == 0 else Reporter(self.rank, False)
         self.reporter.progress(0, "starting")
         device = self.device(cfg)
         components = build(cfg, bundle, plan, self.rank, device, distributed=self.world_size > 1,
@@ -133,12 +152,12 @@ class Worker:
                 torch.manual_seed(cfg.trainer.seed + 1000 * (plan.attempt + 1) + self.rank)
             rebase_lr(components.scheduler, cfg.optimizer.lr * plan.lr_scale)
         result = loop.fit(components, self.reporter, train_state)
-        self.reporter.wait_persisted()  # the final checkpoint is on disk before we say we are done
+        self.reporter.wait_persisted()  # the final records and checkpoint arrived before we say we are done
         return asdict(result)
 
     # ----------------------------------------------------------------- served while training
     def poll(self) -> Dict[str, Any]:
-        return {"heartbeat": asdict(self.reporter.heartbeat), "records": self.reporter.drain()}
+        return {"heartbeat": asdict(self.reporter.heartbeat)}
 
     def request_stop(self, reason: str) -> None:
         self.reporter.request_stop(reason)

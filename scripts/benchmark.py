@@ -276,7 +276,8 @@ def run_one(runner: str, workload: str, workers: int, rep: int, args, logs: Path
         row["status"], row["note"] = result
         return row
     row.update(startup_s=result["first_step_unix"] - m["start_unix"],
-               samples_per_sec=result["samples_per_sec"], result=result)
+               samples_per_sec=result["samples_per_sec"], data_wait_pct=result.get("data_wait_pct"),
+               result=result)
     return row
 
 
@@ -293,7 +294,9 @@ def parse_result(runner: str, m: dict, run_dir, summary_copy: Path):
         try:
             timing = json.loads(summary.read_text())["timing"]
             return {"first_step_unix": float(timing["first_step_unix"]),
-                    "samples_per_sec": float(timing["steady_samples_per_sec"])}
+                    "samples_per_sec": float(timing["steady_samples_per_sec"]),
+                    # the slowest rank's data wait, in percent of its step time
+                    "data_wait_pct": timing.get("data_pct")}
         except (ValueError, KeyError, TypeError) as exc:
             return "failed", f"summary.json has no usable timing: {exc!r}"
     skip = tagged_json(m["output"], SKIP_PREFIX)
@@ -316,8 +319,8 @@ def summarise(rows: list) -> list:
         ok = [r for r in rs if r["status"] == "ok"]
         s = {"workload": workload, "workers": workers, "runner": runner, "reps_ok": len(ok), "reps": len(rs),
              "note": "; ".join(sorted({r["note"] for r in rs if r["note"]}))}
-        for key in ("startup_s", "samples_per_sec", "peak_mem_mb", "wall_s"):
-            values = [r[key] for r in ok if r[key] is not None]
+        for key in ("startup_s", "samples_per_sec", "peak_mem_mb", "wall_s", "data_wait_pct"):
+            values = [r.get(key) for r in ok if r.get(key) is not None]
             s[key] = statistics.median(values) if values else None
         summary.append(s)
     base = {(s["workload"], s["workers"]): s for s in summary if s["runner"] == BASELINE}
@@ -350,15 +353,15 @@ def markdown_table(summary: list, meta: dict) -> str:
         "Throughput: global samples/s after warm-up. Memory: peak summed PSS of the command and its descendants.",
         "",
         "| workload | workers | runner | start-up (s) | samples/s | peak mem (MiB) | wall (s) "
-        "| throughput vs torchrun | start-up vs torchrun | reps ok | note |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| throughput vs torchrun | start-up vs torchrun | data wait (% of step) | reps ok | note |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in summary:
         lines.append(
             f"| {s['workload']} | {s['workers']} | {s['runner']} | {fmt(s['startup_s'], '.2f')} "
             f"| {fmt(s['samples_per_sec'], ',.0f')} | {fmt(s['peak_mem_mb'], ',.0f')} | {fmt(s['wall_s'], '.1f')} "
             f"| {fmt(s['throughput_ratio'], '.2f')} | {fmt(s['startup_ratio'], '.2f')} "
-            f"| {s['reps_ok']}/{s['reps']} | {s['note'].replace('|', '/')} |")
+            f"| {fmt(s['data_wait_pct'], '.2f')} | {s['reps_ok']}/{s['reps']} | {s['note'].replace('|', '/')} |")
     lines += [
         "",
         "Notes:",

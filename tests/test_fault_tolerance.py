@@ -55,7 +55,9 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path
     assert restart["steps_lost"] <= 10 + 5  # at most the work since the last checkpoint (+ one log window)
     assert restart["recovery_s"] > 0
     assert_continuous(tmp_path / "tb", 300, 5)
-    assert read_scalars(tmp_path / "tb")["fault/failures"][-1][1] == 1.0
+    scalars = read_scalars(tmp_path / "tb")
+    assert scalars["fault/failures"][-1][1] == 1.0
+    assert scalars["fault/recovery_s"][0][1] == pytest.approx(restart["recovery_s"])
 
 
 def test_a_stalled_rank_is_detected_named_and_restarted(ray_session, tmp_path):

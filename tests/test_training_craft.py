@@ -93,3 +93,4 @@ def test_clipping_bounds_the_logged_update(ray_session, tmp_path):
                                                                   scalars["weight_norm/net/1/weight"])]
     assert len(updates) == 10 and max(updates) <= 0.1 * 0.01 * 1.001
     assert result.status == "completed"
+

@@ -1,0 +1,40 @@
+"""The run's sink on the driver's node: rank 0 sends it every record, in order.
+
+Metrics, events and checkpoints travel down this one channel. Ray delivers
+calls from one caller to one actor in order, so when a checkpoint has arrived,
+every metric logged before it has arrived too: a worker that dies right after
+a checkpoint leaves no hole in the curves before the step the run resumes
+from. The sink writes checkpoints to disk at once and keeps the other records
+until the driver drains them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Dict, List
+
+from orchestrator import config as C
+from orchestrator.checkpoint import CheckpointStore
+
+
+class RunSink:
+    """A plain class; the launcher makes it a Ray actor on the driver's node (one per run)."""
+
+    def __init__(self, checkpoint_dir: str, cfg: C.CheckpointConfig):
+        self.store = CheckpointStore(Path(checkpoint_dir), cfg, warn=lambda message: None)
+        self.records: List[Dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def push(self, records: List[Dict[str, Any]]) -> None:
+        for record in records:
+            if record["kind"] == "checkpoint":
+                info = record["info"]
+                self.store.save(record["step"], record.pop("payload"), info["epoch"], info["metrics"])
+            with self.lock:
+                self.records.append(record)
+
+    def drain(self) -> List[Dict[str, Any]]:
+        with self.lock:
+            records, self.records = self.records, []
+        return records
