@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from orchestrator.failure import Action, Failure, Kind, decide
 from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
 from orchestrator.progress import ProgressView
 from orchestrator.recorder import MetricsObserver, Recorder
+from orchestrator.signals import interrupts_call
 from orchestrator.supervisor import StopSignal, Supervisor
 from orchestrator.tensorboard_sink import TensorBoardSink, flatten
 
@@ -81,50 +80,56 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
     store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=early_warnings.append)
     resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
     data.check_sources(cfg)  # a missing data file fails here, before Ray starts
-    restore_signals = install_signal_handlers(stop, view)
-    recorder, tb = None, None
-    status, error = "failed", None
+    recorder, status, error = None, "failed", None
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-    try:
-        # Importing torch and loading the data overlap with Ray's start (which mostly waits on its
-        # processes), instead of adding to the time before the first step.
-        preparing = background.submit(prepare, cfg, paths, resume[0].step if resume else None)
-        with RaySession(cfg.cluster) as session:
-            bundle, data_seconds, tb = preparing.result()
-            recorder = Recorder(tb, view, observer=observer)
-            recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
-                                        "ray_start_s": session.seconds})
-            recorder.log.info["data_sizes"] = bundle.spec.sizes
-            store.warn = lambda m: recorder.event(0, "checkpoint", m)
-            for message in early_warnings:
-                recorder.event(resume[0].step if resume else 0, "checkpoint", message)
-            if resume:
-                recorder.event(resume[0].step, "resume", f"continuing from checkpoint at step {resume[0].step}",
-                               style="cyan")
-            tb.config(config_yaml)
-            view.message(f"Run dir: {paths.root}   TensorBoard: tensorboard --logdir {paths.tensorboard}",
-                         style="bold")
-            view.start()
-            status = run_attempts(cfg, bundle, recorder, store, stop, view, resume, config_yaml)
-    except BaseException as err:
-        error = err
-        raise
-    finally:
-        view.stop()
-        summary = build_summary(cfg, paths, recorder, status, started,
-                                f"{type(error).__name__}: {error}" if error is not None else None)
-        paths.summary.write_text(json.dumps(summary, indent=2, default=str))
-        if isinstance(error, RunFailed):
-            error.summary = summary
-        background.shutdown(wait=True)
-        if recorder is not None:
-            tb.hparams(flatten(dataclasses.asdict(cfg)), summary["metrics"], write_experiment=hparams_experiment)
-        if tb is not None:
-            tb.close()
-        restore_signals()
-        if status != "failed":
-            view.summary(summary)
+    # Importing torch and loading the data overlap with Ray's start (which mostly waits on its
+    # processes), instead of adding to the time before the first step.
+    preparing = background.submit(prepare, cfg, paths, resume[0].step if resume else None)
+    with interrupt_handler(stop, view):
+        try:
+            with RaySession(cfg.cluster) as session:
+                bundle, data_seconds, tb = preparing.result()
+                recorder = Recorder(tb, view, observer=observer)
+                recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
+                                            "ray_start_s": session.seconds})
+                recorder.log.info["data_sizes"] = bundle.spec.sizes
+                store.warn = lambda m: recorder.event(0, "checkpoint", m)
+                for message in early_warnings:
+                    recorder.event(resume[0].step if resume else 0, "checkpoint", message)
+                if resume:
+                    recorder.event(resume[0].step, "resume",
+                                   f"continuing from checkpoint at step {resume[0].step}", style="cyan")
+                tb.config(config_yaml)
+                view.message(f"Run dir: {paths.root}   TensorBoard: tensorboard --logdir {paths.tensorboard}",
+                             style="bold")
+                view.start()
+                status = run_attempts(cfg, bundle, recorder, store, stop, view, resume, config_yaml)
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            view.stop()
+            background.shutdown(wait=True)
+            summary = build_summary(cfg, paths, recorder, status, started,
+                                    f"{type(error).__name__}: {error}" if error is not None else None)
+            paths.summary.write_text(json.dumps(summary, indent=2, default=str))
+            if isinstance(error, RunFailed):
+                error.summary = summary
+            close_writer(preparing, recorder, cfg, summary, hparams_experiment)
+            if status != "failed":
+                view.summary(summary)
     return RunResult(status=status, metrics=summary["metrics"], run_dir=paths.root, summary=summary)
+
+
+def close_writer(preparing, recorder: Optional[Recorder], cfg: C.Config, summary: Dict[str, Any],
+                 hparams_experiment: bool) -> None:
+    """Hyperparameters with the final metrics, then close the event file (if it was ever opened)."""
+    if not preparing.done() or preparing.exception() is not None:
+        return
+    tb = preparing.result()[2]
+    if recorder is not None:
+        tb.hparams(flatten(dataclasses.asdict(cfg)), summary["metrics"], write_experiment=hparams_experiment)
+    tb.close()
 
 
 def prepare(cfg: C.Config, paths: RunPaths, resume_step: Optional[int]):
@@ -255,26 +260,16 @@ def report_failure(recorder: Recorder, failure: Failure, decision, resume_step: 
                       if decision.action == Action.RESTART else "") + detail, style="red")
 
 
-def install_signal_handlers(stop: StopSignal, view: ProgressView):
+def interrupt_handler(stop: StopSignal, view: ProgressView):
     """Ctrl-C / SIGTERM: stop at a step boundary with a final checkpoint; a second one: stop now."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
+    def on_interrupt(name: str) -> None:
         if stop.requested:
             view.message(f"{name} again: stopping now", style="bold red")
         else:
             view.message(f"{name}: stopping at the next step boundary and writing a checkpoint "
                          "(again to stop at once)", style="bold yellow")
         stop.request(f"interrupted ({name})")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore():
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    return restore
+    return interrupts_call(on_interrupt)
 
 
 def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], status: str, started: float,

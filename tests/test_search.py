@@ -132,3 +132,9 @@ def test_hydra_multirun_grid_runs_gangs_side_by_side(tmp_path, own_ray_env):
         end = (tmp_path / job / "summary.json").stat().st_mtime
         spans.append({"started": summary["timing"]["first_step_unix"], "ended": end})
     assert overlap(*spans), "two 2-worker gangs fit in 4 CPUs: the jobs must overlap"
+    # The same command on the same sweep dir (e.g. after Ctrl-C) does not run finished jobs again.
+    finished_at = [(tmp_path / job / "summary.json").stat().st_mtime for job in ("0", "1")]
+    again = subprocess.run(command, cwd=REPO, env=own_ray_env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already completed") == 2
+    assert [(tmp_path / job / "summary.json").stat().st_mtime for job in ("0", "1")] == finished_at

@@ -13,7 +13,6 @@ multirun interrupted with Ctrl-C resumes when given the same ``hydra.sweep.dir``
 
 import json
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -111,81 +110,103 @@ class GangLauncher(Launcher):
 
 def run_jobs(jobs: List[PreparedJob], sweep_dir: Path, max_concurrent: Optional[int]) -> Dict[int, Any]:
     """Train the prepared jobs concurrently; returns each job's final metrics (or its exception)."""
-    from orchestrator.cluster import RaySession
-    from orchestrator.launcher import launch
-    from orchestrator.progress import make_console
+    from orchestrator.cluster import RaySession, prefer_loopback
     from orchestrator.search import report
-    from orchestrator.search.driver import gangs_that_fit
-    from orchestrator.search.ledger import TrialRecord
-    from orchestrator.search.scheduler import TrialScheduler
-    from orchestrator.supervisor import StopSignal
+    from orchestrator.signals import interrupts_call
 
-    console = make_console()
-    varying = varying_keys(jobs)
-    say = lambda text, style=None: console.print(text, style=style, highlight=False, soft_wrap=True,  # noqa: E731
-                                                 markup=False)
     first = jobs[0].cfg
-    results: Dict[int, Any] = {}
-    records: Dict[int, TrialRecord] = {}
-    stops: Dict[int, StopSignal] = {}
-    interrupted = threading.Event()
-
-    def on_signal(signum, frame):
-        interrupted.set()
-        say(f"{signal.Signals(signum).name}: no new jobs; running jobs checkpoint and stop. "
-            "Run the same command with hydra.sweep.dir=" + str(sweep_dir) + " to resume.", "bold yellow")
-        for stop in stops.values():
-            stop.request("interrupted")
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with RaySession(first.cluster):
-            slots = max_concurrent or gangs_that_fit(first)
-            scheduler = TrialScheduler(slots)
-            say(f"Multirun: {len(jobs)} jobs, up to {slots} gang(s) at once; sweep dir {sweep_dir}", "bold")
-            queue = list(jobs)
-            while queue or scheduler.running:
-                while queue and scheduler.free > 0 and not interrupted.is_set():
-                    job = queue.pop(0)
-                    params = {k: v for k, v in overrides_dict(job.overrides).items() if k in varying}
-                    records[job.number] = TrialRecord(job.number, params, str(job.run_dir))
-                    done = already_completed(job.run_dir)
-                    if done is not None:
-                        say(f"[job {job.number}] already completed: {' '.join(job.overrides)}")
-                        results[job.number] = done["metrics"]
-                        finish_record(records[job.number], "completed", done["metrics"], first, done["steps"])
-                        continue
-                    say(f"[job {job.number}] started: {' '.join(job.overrides)}")
-                    stops[job.number] = StopSignal()
-                    job.cfg.name = f"job_{job.number}"
-                    scheduler.start(job.number, lambda job=job: launch(
-                        job.cfg, job.run_dir, stop=stops[job.number], show_progress=False,
-                        hparams_experiment=False))
-                if interrupted.is_set() and not scheduler.running:
-                    break
-                finished = scheduler.wait(timeout=0.5)
-                if finished is None:
-                    continue
-                record = records[finished.key]
-                if finished.error is not None:
-                    results[finished.key] = finished.error
-                    finish_record(record, "failed", {}, first, 0, str(finished.error).splitlines()[0][:300])
-                else:
-                    result = finished.result
-                    results[finished.key] = result.metrics
-                    finish_record(record, result.status if result.status != "interrupted" else "interrupted",
-                                  result.metrics, first, result.summary.get("steps", 0))
-                say(f"[job {finished.key}] {record.status}: {first.search.metric}="
-                    f"{report.fmt(record.value)} ({record.ended - record.started:.1f}s)")
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    for job in jobs:
-        results.setdefault(job.number, RuntimeError("not run (the multirun was interrupted)"))
-    trials = list(records.values())
-    report.write(trials, first.search, sweep_dir, console)
+    prefer_loopback(first.cluster)  # before anything imports ray
+    multirun = Multirun(jobs, sweep_dir)
+    with interrupts_call(multirun.on_interrupt), RaySession(first.cluster):
+        multirun.run(max_concurrent)
+    trials = list(multirun.records.values())
+    report.write(trials, first.search, sweep_dir, multirun.console)
     report.hparams_experiment(sweep_dir, trials, first.search, [k for t in trials for k in t.params if "." not in k])
-    return results
+    for job in jobs:
+        multirun.results.setdefault(job.number, RuntimeError("not run (the multirun was interrupted)"))
+    return multirun.results
+
+
+class Multirun:
+    """Runs prepared jobs as gangs, as many at once as the cluster holds."""
+
+    def __init__(self, jobs: List[PreparedJob], sweep_dir: Path):
+        from orchestrator.progress import make_console
+
+        self.jobs, self.sweep_dir = jobs, sweep_dir
+        self.metric = jobs[0].cfg.search.metric
+        self.varying = varying_keys(jobs)
+        self.console = make_console()
+        self.results: Dict[int, Any] = {}
+        self.records: Dict[int, Any] = {}
+        self.stops: Dict[int, Any] = {}
+        self.interrupted = threading.Event()
+
+    def say(self, text: str, style: Optional[str] = None) -> None:
+        self.console.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
+
+    def on_interrupt(self, name: str) -> None:
+        self.interrupted.set()
+        self.say(f"{name}: no new jobs; running jobs checkpoint and stop. Run the same command with "
+                 f"hydra.sweep.dir={self.sweep_dir} to resume.", "bold yellow")
+        for stop in self.stops.values():
+            stop.request(f"interrupted ({name})")
+
+    def run(self, max_concurrent: Optional[int]) -> None:
+        from orchestrator.search.driver import gangs_that_fit
+        from orchestrator.search.scheduler import TrialScheduler
+
+        slots = max_concurrent or gangs_that_fit(self.jobs[0].cfg)
+        scheduler = TrialScheduler(slots)
+        self.say(f"Multirun: {len(self.jobs)} jobs, up to {slots} gang(s) at once; sweep dir {self.sweep_dir}",
+                 "bold")
+        queue = list(self.jobs)
+        while queue or scheduler.running:
+            while queue and scheduler.free > 0 and not self.interrupted.is_set():
+                self.start(queue.pop(0), scheduler)
+            if self.interrupted.is_set() and not scheduler.running:
+                break
+            finished = scheduler.wait(timeout=0.5)
+            if finished is not None:
+                self.finish(finished)
+
+    def start(self, job: PreparedJob, scheduler) -> None:
+        from orchestrator.launcher import launch
+        from orchestrator.search.ledger import TrialRecord
+        from orchestrator.supervisor import StopSignal
+
+        params = {k: v for k, v in overrides_dict(job.overrides).items() if k in self.varying}
+        record = self.records[job.number] = TrialRecord(job.number, params, str(job.run_dir))
+        done = already_completed(job.run_dir)
+        if done is not None:
+            self.say(f"[job {job.number}] already completed: {' '.join(job.overrides)}")
+            self.results[job.number] = done["metrics"]
+            self.close_record(record, "completed", done["metrics"], done["steps"])
+            return
+        self.say(f"[job {job.number}] started: {' '.join(job.overrides)}")
+        stop = self.stops[job.number] = StopSignal()
+        job.cfg.name = f"job_{job.number}"
+        scheduler.start(job.number, lambda: launch(job.cfg, job.run_dir, stop=stop, show_progress=False,
+                                                   hparams_experiment=False))
+
+    def finish(self, finished) -> None:
+        from orchestrator.search import report
+
+        record = self.records[finished.key]
+        if finished.error is not None:
+            self.results[finished.key] = finished.error
+            self.close_record(record, "failed", {}, 0, str(finished.error).splitlines()[0][:300])
+        else:
+            result = finished.result
+            self.results[finished.key] = result.metrics
+            self.close_record(record, result.status, result.metrics, result.summary.get("steps", 0))
+        self.say(f"[job {finished.key}] {record.status}: {self.metric}={report.fmt(record.value)} "
+                 f"({record.ended - record.started:.1f}s)")
+
+    def close_record(self, record, status: str, metrics: Dict[str, float], steps: int, note: str = "") -> None:
+        record.status, record.metrics, record.steps, record.note = status, metrics, steps, note
+        record.value = metrics.get(self.metric)
+        record.ended = time.time()
 
 
 def overrides_dict(overrides: List[str]) -> Dict[str, str]:
@@ -199,9 +220,3 @@ def varying_keys(jobs: List[PreparedJob]) -> List[str]:
         for key, value in overrides_dict(job.overrides).items():
             values.setdefault(key, set()).add(value)
     return [key for key, seen in values.items() if len(seen) > 1 or len(jobs) == 1]
-
-
-def finish_record(record, status: str, metrics: Dict[str, float], cfg, steps: int, note: str = "") -> None:
-    record.status, record.metrics, record.steps, record.note = status, metrics, steps, note
-    record.value = metrics.get(cfg.search.metric)
-    record.ended = time.time()

@@ -10,7 +10,6 @@ sweep dir: finished trials are kept, cut-short ones continue from their checkpoi
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from orchestrator.search import report
 from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.scheduler import TrialScheduler
 from orchestrator.search.space import as_overrides, describe, suggest
+from orchestrator.signals import interrupts_call
 from orchestrator.search.study import budget, open_study, recover_interrupted, requeue, search_space
 from orchestrator.supervisor import StopSignal
 
@@ -122,8 +122,7 @@ class Search:
         scheduler = TrialScheduler(slots)
         self.say(f"Search ({self.search.kind}): {budget(self.search)} trials, up to {slots} gang(s) of "
                  f"{self.cfg.trainer.num_workers} workers at once; sweep dir {self.sweep_dir}", "bold")
-        restore = self.install_signal_handlers()
-        try:
+        with interrupts_call(self.on_interrupt):
             while True:
                 while scheduler.free > 0 and not self.interrupted.is_set() and self.remaining(scheduler) > 0:
                     self.start_trial(scheduler)
@@ -132,8 +131,6 @@ class Search:
                 finished = scheduler.wait(timeout=POLL_S)
                 if finished is not None:
                     self.finish_trial(finished, scheduler)
-        finally:
-            restore()
         trials = list(self.ledger.trials.values())
         summary = report.write(trials, self.search, self.sweep_dir, self.console)
         groups = [k for k in self.space if "." not in k]
@@ -204,27 +201,15 @@ class Search:
                  f"({record.ended - record.started:.1f}s){' - ' + record.note if record.note else ''}",
                  {"completed": "green", "pruned": "yellow"}.get(record.status, "red"))
 
-    def install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def handler(signum, frame):
-            name = signal.Signals(signum).name
-            if self.interrupted.is_set():
-                self.say(f"{name} again: stopping every trial now", "bold red")
-            else:
-                self.say(f"{name}: no new trials; running trials stop at their next step boundary and "
-                         "checkpoint (again to stop at once). Run the same command again to resume.", "bold yellow")
-            self.interrupted.set()
-            for stop in list(self.stops.values()):
-                stop.request(f"interrupted ({name})")
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore():
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-        return restore
+    def on_interrupt(self, name: str) -> None:
+        if self.interrupted.is_set():
+            self.say(f"{name} again: stopping every trial now", "bold red")
+        else:
+            self.say(f"{name}: no new trials; running trials stop at their next step boundary and "
+                     "checkpoint (again to stop at once). Run the same command again to resume.", "bold yellow")
+        self.interrupted.set()
+        for stop in list(self.stops.values()):
+            stop.request(f"interrupted ({name})")
 
     def say(self, text: str, style: str = "") -> None:
         self.console.print(text, style=style or None, highlight=False, soft_wrap=True, markup=False)
