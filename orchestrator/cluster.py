@@ -7,10 +7,12 @@ fixture, a user's script) is used as is and left running.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Dict, Optional
 
 from orchestrator import config as C
@@ -27,13 +29,19 @@ def prefer_loopback(cluster: C.ClusterConfig) -> None:
 
 
 def runtime_env(cluster: C.ClusterConfig) -> Optional[Dict]:
-    """Ship this project's packages to the cluster's nodes, so a node needs only Ray and PyTorch."""
+    """Ship this project's packages to the cluster's nodes, so a node needs only Ray and PyTorch.
+
+    By folder, found without importing: ``models`` imports torch, which another thread may be
+    importing at this moment (the launcher loads torch while Ray starts), and torch must not be
+    imported by two threads at once.
+    """
     if cluster.address is None or not cluster.ship_code:
         return None
-    import models
-    import orchestrator
-
-    return {"py_modules": [orchestrator, models]}
+    folders = [str(Path(__file__).resolve().parent)]
+    models_spec = importlib.util.find_spec("models")
+    if models_spec is not None and models_spec.submodule_search_locations:
+        folders.append(str(list(models_spec.submodule_search_locations)[0]))
+    return {"py_modules": folders}
 
 
 class RaySession:

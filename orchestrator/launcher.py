@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from orchestrator.recorder import MetricsObserver, Recorder
 from orchestrator.signals import interrupts_call
 from orchestrator.supervisor import StopSignal, Supervisor
 from orchestrator.tensorboard_sink import TensorBoardSink, flatten
+
+
+IMPORT_LOCK = threading.Lock()
 
 
 class RunFailed(RuntimeError):
@@ -135,7 +139,8 @@ def close_writer(preparing, recorder: Optional[Recorder], cfg: C.Config, summary
 def prepare(cfg: C.Config, paths: RunPaths, resume_step: Optional[int]):
     """Driver work that does not need Ray: load the data, open the TensorBoard writer, import the
     worker code (and torch with it) so actors can be created the moment Ray is up."""
-    import orchestrator.worker  # noqa: F401
+    with IMPORT_LOCK:  # torch must not be imported by two threads at once (concurrent search trials)
+        import orchestrator.worker  # noqa: F401
 
     t0 = time.perf_counter()
     bundle = data.load(cfg)

@@ -56,12 +56,12 @@ def test_losing_a_node_shrinks_the_gang_and_the_run_completes(two_node_cluster, 
 
     result = orchestrator.run(
         [f"cluster.address={two_node_cluster.address}", "cluster.placement_strategy=STRICT_SPREAD",
-         "model=mlp", "trainer.max_steps=150", "trainer.max_epochs=100", "trainer.log_every_n_steps=5",
+         "model=mlp", "trainer.max_steps=800", "trainer.max_epochs=1000", "trainer.log_every_n_steps=5",
          "checkpoint.every_n_steps=10", "checkpoint.every_epoch=false", "trainer.min_workers=1",
          "fault_tolerance.restart_wait_s=3", "cluster.placement_timeout_s=5"],
         run_dir=tmp_path, show_progress=False, on_metrics=remove_a_node)
     assert removed, "the node was never removed"
-    assert result.status == "completed" and result.summary["steps"] == 150
+    assert result.status == "completed" and result.summary["steps"] == 800
     (restart,) = result.summary["restarts"]
     assert restart["kind"] == "worker_died"
     assert restart["steps_lost"] <= 10 + 5, "no work lost beyond the last checkpoint"
