@@ -45,7 +45,7 @@ SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULT_PREFIX, THROUGHPUT_WORKLOADS, WORKLOADS  # noqa: E402
+from bench.common import RESULT_PREFIX, THROUGHPUT_WORKLOADS, WORKLOADS, steps_for  # noqa: E402
 
 RUNNERS = ["single", "torchrun", "raytrain", "orchestrator", "orchestrator-log1"]
 # The orchestrator reduces and reports metrics every N steps: 100 for its throughput row, and every
@@ -61,7 +61,8 @@ PSS_RSS_GROWTH = 0.01
 def runner_command(runner: str, workload: str, workers: int, args, run_dir: Path) -> list:
     """The command line for one run. Every runner gets the same workload, steps and data size."""
     py = sys.executable
-    common = ["--workload", workload, "--steps", str(args.steps), "--warmup", str(args.warmup),
+    steps, warmup = steps_for(workload, args.steps, args.warmup)
+    common = ["--workload", workload, "--steps", str(steps), "--warmup", str(warmup),
               "--num-samples", str(args.num_samples)]
     if runner == "single":
         return [py, str(SCRIPTS / "bench" / "single_runner.py"), *common]
@@ -87,7 +88,8 @@ def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path, log
     batch = spec["batch"]
     # Enough epochs that trainer.max_steps, not the epoch count, ends the run.
     steps_per_epoch = max(1, args.num_samples // (batch * workers))
-    max_epochs = -(-args.steps // steps_per_epoch) + 1
+    steps, _ = steps_for(workload, args.steps, args.warmup)
+    max_epochs = -(-steps // steps_per_epoch) + 1
     overrides = [
         f"model={spec['model']}",
         "data=synthetic_classification",
@@ -98,7 +100,7 @@ def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path, log
         f"data.batch_size={batch}",
         "data.val_fraction=0.0",
         f"trainer.num_workers={workers}",
-        f"trainer.max_steps={args.steps}",
+        f"trainer.max_steps={steps}",
         f"trainer.max_epochs={max_epochs}",
         f"trainer.log_every_n_steps={log_every}",
         "checkpoint.every_epoch=false",
@@ -346,7 +348,8 @@ def markdown_table(summary: list, meta: dict) -> str:
     lines = [
         f"# Benchmark {meta['date']}",
         "",
-        f"{meta['reps']} rep(s), {meta['steps']} steps ({meta['warmup']} warm-up), "
+        f"{meta['reps']} rep(s), {meta['steps']} steps ({meta['warmup']} warm-up) for mlp, a tenth of that "
+        "for cnn and wide_mlp, "
         f"{meta['num_samples']} synthetic samples, Adam lr 1e-3, 1 thread per worker; "
         f"{meta['cpu_count']} CPUs, torch {meta['torch']}, ray {meta['ray']}, Python {meta['python']}. "
         "Medians over reps. Start-up: command start to rank 0's first optimizer step. "

@@ -24,14 +24,26 @@ NUM_CLASSES = 10
 LR = 1e-3  # conf/optimizer/adam.yaml
 
 # name -> model name, input shape, model kwargs, per-worker batch size
+# steps_scale: a workload runs --steps x steps_scale steps, so a slow step (cnn, wide_mlp: ~0.1-0.3 s
+# on one core) does not make a run last many minutes, while the fast mlp runs long enough to average out.
 WORKLOADS = {
-    "mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64},
-    "cnn": {"model": "cnn", "shape": [3, 32, 32], "kwargs": {}, "batch": 64},
+    "mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64,
+            "steps_scale": 1.0},
+    "cnn": {"model": "cnn", "shape": [3, 32, 32], "kwargs": {}, "batch": 64, "steps_scale": 0.1},
     # ~20M parameters: 80 MB of gradients to all-reduce per step, so communication dominates.
-    "wide_mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [4096, 4096]}, "batch": 32},
+    "wide_mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [4096, 4096]}, "batch": 32,
+                 "steps_scale": 0.1},
     # The memory check: a small model on a large dataset (sized with --memory-gb); only memory matters.
-    "memory": {"model": "mlp", "shape": [3, 32, 32], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64},
+    "memory": {"model": "mlp", "shape": [3, 32, 32], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64,
+               "steps_scale": 1.0},
 }
+
+
+def steps_for(workload: str, steps: int, warmup: int) -> tuple:
+    """(steps, warm-up steps) for a workload: the requested figures times its steps_scale."""
+    scale = WORKLOADS[workload]["steps_scale"]
+    scaled_warmup = max(1, int(warmup * scale))
+    return max(scaled_warmup + 10, int(steps * scale)), scaled_warmup
 # Workloads of the throughput table (the memory check runs on its own).
 THROUGHPUT_WORKLOADS = ["mlp", "cnn", "wide_mlp"]
 
