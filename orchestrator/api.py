@@ -59,7 +59,7 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
     cfg = config if config is not None else compose(overrides)
     if config is not None and overrides:
         raise ValueError("pass either overrides or config, not both")
-    C.check_combination(cfg)  # a config object edited by hand is checked again
+    C.validate(cfg)  # a config object edited by hand is checked again
     prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.launcher import launch
 
@@ -72,7 +72,7 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
     """The command line's run (or search): prints errors instead of raising; returns the exit code."""
     prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.checkpoint import CorruptCheckpoint
-    from orchestrator.launcher import RunFailed, launch
+    from orchestrator.launcher import RunDirInUse, RunFailed, launch
     from orchestrator.worker_group import PlacementTimeout
 
     try:
@@ -80,11 +80,19 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
             from orchestrator.search.driver import run_search
 
             summary = run_search(cfg, list(overrides), run_dir)
-            return 130 if summary["interrupted"] else 0
+            if summary["interrupted"]:
+                return 130
+            return 1 if summary["completed"] == 0 and summary["failed"] else 0
         result = launch(cfg, run_dir, command_start=command_start)
-    except (RunFailed, PlacementTimeout, FileNotFoundError, CorruptCheckpoint) as err:
+    except (FileNotFoundError, RunDirInUse) as err:  # a data.path or trainer.resume, a run dir: the config
+        print(f"\nConfiguration error: {err}", file=sys.stderr)
+        return 2
+    except (RunFailed, PlacementTimeout, CorruptCheckpoint) as err:
         print(f"\nRun failed: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: everything was torn down, without a final checkpoint
+        print("\nStopped at once.", file=sys.stderr)
+        return 130
     return 130 if result.status == "interrupted" else 0
 
 

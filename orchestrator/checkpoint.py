@@ -146,7 +146,3 @@ def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[Tu
                 raise FileNotFoundError(f"trainer.resume: no intact checkpoint in {folder}")
             return found
     raise FileNotFoundError(f"trainer.resume: no checkpoints under {path}")
-
-
-def manifest_dict(m: Manifest) -> Dict[str, Any]:
-    return asdict(m)

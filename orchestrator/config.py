@@ -9,6 +9,7 @@ these classes, before any actor starts. Every message names the dotted key.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -475,7 +476,7 @@ class ClusterConfig:
     # Local Ray only: logical CPUs to offer (null: the machine's count).
     num_cpus: Optional[int] = None
     cpus_per_worker: int = 1
-    gpus_per_worker: float = 0
+    gpus_per_worker: int = 0
     placement_strategy: str = "PACK"
     # Fail if the cluster cannot hold the gang within this many seconds.
     placement_timeout_s: float = 30.0
@@ -489,7 +490,9 @@ class ClusterConfig:
         require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", "must be >= 1 or null",
                 self.num_cpus)
         require(self.cpus_per_worker >= 1, "cluster.cpus_per_worker", "must be >= 1", self.cpus_per_worker)
-        require(self.gpus_per_worker >= 0, "cluster.gpus_per_worker", "must be >= 0", self.gpus_per_worker)
+        # DDP runs one process per device: a worker has no GPU or exactly one (NCCL refuses two ranks on
+        # one GPU, and a second GPU in a worker would sit idle).
+        require(self.gpus_per_worker in (0, 1), "cluster.gpus_per_worker", "must be 0 or 1", self.gpus_per_worker)
         require_choice("cluster.placement_strategy", self.placement_strategy, STRATEGIES)
         require(self.placement_timeout_s > 0, "cluster.placement_timeout_s", "must be > 0",
                 self.placement_timeout_s)
@@ -602,6 +605,17 @@ class Config:
     def __post_init__(self):
         if isinstance(self.model, ModelConfig) and isinstance(self.data, DataConfig):
             check_combination(self)
+
+
+def validate(obj) -> None:
+    """Every check again, inner configs first: for a config object edited after composition."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for inner in (value.values() if isinstance(value, dict) else [value]):
+            if dataclasses.is_dataclass(inner):
+                validate(inner)
+    if hasattr(obj, "__post_init__"):
+        obj.__post_init__()
 
 
 def check_combination(cfg: Config) -> None:

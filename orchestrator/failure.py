@@ -5,6 +5,7 @@ Kept free of Ray and torch so it can be tested as a decision table.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional, Sequence
@@ -14,7 +15,7 @@ class Kind(str, Enum):
     WORKER_DIED = "worker_died"   # process killed, OOM, or its node lost
     EXCEPTION = "exception"       # a Python exception in the worker (maybe the user's code)
     HANG = "hang"                 # no progress for fault_tolerance.hang_timeout_s
-    START = "start"               # the gang could not be started again
+    START = "start"               # a replacement gang could not be started (no capacity, start-up error)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,27 @@ class Failure:
         return f"{self.kind.value} of {where}{node} at step {self.step}: {self.message.strip().splitlines()[0] if self.message.strip() else ''}"
 
 
+class TrainingError(RuntimeError):
+    """An exception in a worker's training, with the step it happened at and its full traceback."""
+
+    def __init__(self, step: int, error: BaseException):
+        self.step = step
+        self.error_type = type(error).__name__
+        self.message = str(error)
+        self.traceback_text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        super().__init__(f"{self.error_type} at step {step}: {self.message}")
+
+    def __reduce__(self):  # pickles as plain data (the original exception may not pickle)
+        return rebuild_training_error, (self.step, self.error_type, self.message, self.traceback_text)
+
+
+def rebuild_training_error(step, error_type, message, traceback_text) -> "TrainingError":
+    err = TrainingError.__new__(TrainingError)
+    err.step, err.error_type, err.message, err.traceback_text = step, error_type, message, traceback_text
+    RuntimeError.__init__(err, f"{error_type} at step {step}: {message}")
+    return err
+
+
 class Action(str, Enum):
     RESTART = "restart"
     RAISE = "raise"
@@ -57,8 +79,6 @@ def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> D
     if failure.kind == Kind.EXCEPTION and any(f.signature == failure.signature for f in history):
         return Decision(Action.RAISE, f"the same exception came back at the same step ({failure.error_type} at "
                                       f"step {failure.step}): a bug, not a fault; not restarting again")
-    if failure.kind == Kind.START:
-        return Decision(Action.RAISE, "the gang could not be started again")
     if count > max_failures:
         return Decision(Action.RAISE, f"failure {count} exceeds trainer.max_failures={max_failures}")
     return Decision(Action.RESTART, f"restart {count} of at most {max_failures}")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ray.exceptions import RayActorError, RayTaskError
+
 from orchestrator import config as C, data
 from orchestrator.checkpoint import CheckpointStore, resolve_resume
 from orchestrator.cluster import RaySession
@@ -26,11 +28,18 @@ from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
 from orchestrator.progress import ProgressView
 from orchestrator.recorder import MetricsObserver, Recorder
 from orchestrator.signals import interrupts_call
-from orchestrator.supervisor import StopSignal, Supervisor
+from orchestrator.supervisor import Outcome, StopSignal, Supervisor
 from orchestrator.tensorboard_sink import TensorBoardSink, flatten
+from orchestrator.worker_group import PlacementTimeout, RendezvousTimeout, WorkerStartTimeout
 
 
 IMPORT_LOCK = threading.Lock()
+# Starting a replacement gang can fail like this; it counts as a failure (trainer.max_failures).
+RESTART_ERRORS = (PlacementTimeout, WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError)
+
+
+class RunDirInUse(RuntimeError):
+    """The run dir already holds another run's checkpoints."""
 
 
 class RunFailed(RuntimeError):
@@ -83,46 +92,63 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
     early_warnings: List[str] = []  # shown and recorded once the recorder exists
     store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=early_warnings.append)
     resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
+    if cfg.trainer.resume is None and store.manifests():
+        # A fresh run would mix its checkpoints with the earlier run's (and restart from them).
+        raise RunDirInUse(f"{paths.root} holds checkpoints of an earlier run: continue it with "
+                          "trainer.resume=auto, or start a new run in another run dir")
     data.check_sources(cfg)  # a missing data file fails here, before Ray starts
     recorder, status, error = None, "failed", None
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
     # Importing torch and loading the data overlap with Ray's start (which mostly waits on its
     # processes), instead of adding to the time before the first step.
-    preparing = background.submit(prepare, cfg, paths, resume[0].step if resume else None)
-    with interrupt_handler(stop, view):
-        try:
-            with RaySession(cfg.cluster) as session:
-                bundle, data_seconds, tb = preparing.result()
-                recorder = Recorder(tb, view, observer=observer)
-                recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
-                                            "ray_start_s": session.seconds})
-                recorder.log.info["data_sizes"] = bundle.spec.sizes
-                store.warn = lambda m: recorder.event(0, "checkpoint", m)
-                for message in early_warnings:
-                    recorder.event(resume[0].step if resume else 0, "checkpoint", message)
-                if resume:
-                    recorder.event(resume[0].step, "resume",
-                                   f"continuing from checkpoint at step {resume[0].step}", style="cyan")
-                tb.config(config_yaml)
-                view.message(f"Run dir: {paths.root}   TensorBoard: tensorboard --logdir {paths.tensorboard}",
-                             style="bold")
-                view.start()
-                status = run_attempts(cfg, bundle, recorder, store, stop, view, resume, config_yaml)
-        except BaseException as err:
-            error = err
-            raise
-        finally:
-            view.stop()
-            background.shutdown(wait=True)
-            summary = build_summary(cfg, paths, recorder, status, started,
-                                    f"{type(error).__name__}: {error}" if error is not None else None)
-            paths.summary.write_text(json.dumps(summary, indent=2, default=str))
-            if isinstance(error, RunFailed):
-                error.summary = summary
-            close_writer(preparing, recorder, cfg, summary, hparams_experiment)
-            if status != "failed":
-                view.summary(summary)
+    preparing = background.submit(prepare, cfg, paths, tensorboard_restart_step(paths, resume))
+    try:
+        # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
+        with RaySession(cfg.cluster) as session, interrupt_handler(stop, view):
+            bundle, data_seconds, tb = preparing.result()
+            recorder = Recorder(tb, view, observer=observer)
+            recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
+                                        "ray_start_s": session.seconds})
+            recorder.log.info["data_sizes"] = bundle.spec.sizes
+            store.warn = lambda m: recorder.event(0, "checkpoint", m)
+            for message in early_warnings:
+                recorder.event(resume[0].step if resume else 0, "checkpoint", message)
+            if resume:
+                recorder.event(resume[0].step, "resume",
+                               f"continuing from checkpoint at step {resume[0].step}", style="cyan")
+            tb.config(config_yaml)
+            view.message(f"Run dir: {paths.root}   TensorBoard: tensorboard --logdir {paths.tensorboard}",
+                         style="bold")
+            view.start()
+            status = run_attempts(cfg, bundle, recorder, store, stop, view, resume, config_yaml)
+    except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once
+        error, status = err, "interrupted"
+        raise
+    except BaseException as err:
+        error = err
+        raise
+    finally:
+        view.stop()
+        background.shutdown(wait=True)
+        summary = build_summary(cfg, paths, recorder, status, started,
+                                f"{type(error).__name__}: {error}" if error is not None else None)
+        paths.summary.write_text(json.dumps(summary, indent=2, default=str))
+        if isinstance(error, RunFailed):
+            error.summary = summary
+        close_writer(preparing, recorder, cfg, summary, hparams_experiment)
+        if status != "failed" and error is None:
+            view.summary(summary)
     return RunResult(status=status, metrics=summary["metrics"], run_dir=paths.root, summary=summary)
+
+
+def tensorboard_restart_step(paths: RunPaths, resume) -> Optional[int]:
+    """Where the event log continues: after the resumed checkpoint; from scratch (hiding what an
+    earlier attempt without checkpoints wrote) when starting fresh over old event files."""
+    if resume:
+        return resume[0].step
+    if paths.tensorboard.is_dir() and any(paths.tensorboard.glob("events.out.tfevents.*")):
+        return -1
+    return None
 
 
 def close_writer(preparing, recorder: Optional[Recorder], cfg: C.Config, summary: Dict[str, Any],
@@ -173,7 +199,8 @@ def start_run_sink(store: CheckpointStore):
 
     here = ray.get_runtime_context().get_node_id()
     return ray.remote(RunSink).options(
-        num_cpus=0, max_concurrency=2, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+        # One call at a time: calls from rank 0 then run in the order it sent them.
+        num_cpus=0, max_concurrency=1, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
     ).remote(str(store.directory), store.cfg)
 
 
@@ -185,35 +212,36 @@ def supervise_attempts(cfg: C.Config, shared_data, sink, recorder: Recorder, sto
     history: List[Failure] = []
     attempt = 0
     while True:
-        group, plan = start_gang(cfg, attempt, history, recorder)
-        recorder.log.info["workers"] = [
-            {"rank": rank, "node_id": info.node_id, "node_ip": info.node_ip, "pid": info.pid, "gpus": info.gpu_ids}
-            for rank, info in enumerate(group.infos)]
-        if attempt == 0:
-            recorder.log.timing.update(group.timings)
-            recorder.tb.scalars(0, {f"startup/{key}": value for key, value in recorder.log.timing.items()
-                                    if key.endswith("_s")})
-        supervisor = Supervisor(group, sink, recorder.handle, stop, cfg.fault_tolerance.hang_timeout_s,
-                                cfg.fault_tolerance.graceful_stop_s,
-                                warn=lambda m: view.message(m, style="yellow"))
+        if stop.requested:  # asked to stop while (re)starting: nothing to resume here
+            recorder.log.info["stop_reason"] = stop.reason
+            return "interrupted"
         try:
-            refs = group.run(cfg, shared_data, plan, resume_ref, config_yaml, sink)
-            outcome = supervisor.watch(refs)
-        finally:
-            group.shutdown()
+            group, plan = start_gang(cfg, attempt, recorder)
+        except RESTART_ERRORS as err:
+            if attempt == 0:
+                raise  # the first start fails with what went wrong, e.g. what the cluster cannot hold
+            outcome = Outcome("failed", failure=Failure(Kind.START, None, history[-1].step, message=str(err),
+                                                        error_type=type(err).__name__, detected_at=time.time()))
+        else:
+            outcome = run_gang(cfg, group, plan, attempt, shared_data, sink, recorder, stop, view, resume_ref,
+                               config_yaml)
         if outcome.status == "finished":
-            recorder.log.info["stop_reason"] = outcome.result["stop_reason"]
-            recorder.log.timing.update(outcome.result.get("timing", {}))
-            # Workers that stopped because we asked them to (Ctrl-C, pruning) did not complete.
-            return "interrupted" if stop.requested else "completed"
-        if outcome.status == "interrupted":
+            result = outcome.result
+            recorder.log.info["stop_reason"] = result["stop_reason"]
+            recorder.log.timing.update(result.get("timing", {}))
+            if result["stop_reason"].startswith("non-finite loss"):  # health.nan_policy=stop
+                raise RunFailed(f"{result['stop_reason']} (health.nan_policy=stop); the last checkpoint "
+                                "holds the weights before it", {})
+            # Workers that stopped because they were asked to (Ctrl-C, pruning) did not complete.
+            return "interrupted" if result["stopped_on_request"] else "completed"
+        if outcome.status == "interrupted" or stop.requested:
             recorder.log.info["stop_reason"] = stop.reason or "interrupted"
             return "interrupted"
         failure = outcome.failure
         decision = decide(failure, history, cfg.trainer.max_failures)
         history.append(failure)
-        supervisor.drain_sink()  # everything rank 0 sent before it failed: curves and checkpoints
-        latest = store.latest_good()
+        # The newest checkpoint of this run, else the one this run was resumed from.
+        latest = store.latest_good() or resume
         report_failure(recorder, failure, decision, latest[0].step if latest else None, attempt)
         if decision.action == Action.RAISE:
             where = f"rank {failure.rank}" if failure.rank is not None else "the gang"
@@ -223,31 +251,53 @@ def supervise_attempts(cfg: C.Config, shared_data, sink, recorder: Recorder, sto
         attempt += 1
 
 
-def start_gang(cfg: C.Config, attempt: int, history: List[Failure], recorder: Recorder):
+def run_gang(cfg: C.Config, group, plan: AttemptPlan, attempt: int, shared_data, sink, recorder: Recorder,
+             stop: StopSignal, view: ProgressView, resume_ref, config_yaml: str) -> Outcome:
+    """One attempt: train on this gang until it finishes, fails or is stopped; always release it."""
+    recorder.log.info["workers"] = [
+        {"rank": rank, "node_id": info.node_id, "node_ip": info.node_ip, "pid": info.pid, "gpus": info.gpu_ids}
+        for rank, info in enumerate(group.infos)]
+    recorder.log.info["world_size"] = group.size
+    if attempt == 0:
+        recorder.log.timing.update(group.timings)
+        recorder.tb.scalars(0, {f"startup/{key}": value for key, value in recorder.log.timing.items()
+                                if key.endswith("_s")}, replayable=False)
+    supervisor = Supervisor(group, sink, recorder.handle, stop, cfg.fault_tolerance.hang_timeout_s,
+                            cfg.fault_tolerance.graceful_stop_s, warn=lambda m: view.message(m, style="yellow"))
+    try:
+        outcome = supervisor.watch(group.run(cfg, shared_data, plan, resume_ref, config_yaml, sink))
+    finally:
+        group.shutdown()
+    supervisor.drain_sink()  # everything rank 0 sent: curves, events and checkpoints up to the end
+    return outcome
+
+
+def start_gang(cfg: C.Config, attempt: int, recorder: Recorder):
     """First start: the full gang within cluster.placement_timeout_s. After a failure: wait up to
-    fault_tolerance.restart_wait_s for the full gang, then (elastic) the largest that fits."""
-    from orchestrator.worker_group import PlacementTimeout, WorkerGroup
+    fault_tolerance.restart_wait_s for the full gang, then (elastic, trainer.min_workers) the
+    largest gang that fits, each within cluster.placement_timeout_s."""
+    from orchestrator.worker_group import WorkerGroup
 
     timeout = cfg.fault_tolerance.collective_timeout_s
     if attempt == 0:
         size = cfg.trainer.num_workers
         return WorkerGroup.start(cfg, size, timeout), plan_attempt(cfg, attempt, size)
-    waits = [max(cfg.fault_tolerance.restart_wait_s, 1.0)] + [cfg.cluster.placement_timeout_s] * 8
     last_error: Optional[Exception] = None
-    for size, wait in zip(elastic_sizes(cfg), waits):
+    for size in elastic_sizes(cfg):
+        wait = max(cfg.fault_tolerance.restart_wait_s, 1.0) if size == cfg.trainer.num_workers \
+            else cfg.cluster.placement_timeout_s
         cluster = dataclasses.replace(cfg.cluster, placement_timeout_s=wait)
         try:
             group = WorkerGroup.start(dataclasses.replace(cfg, cluster=cluster), size, timeout)
         except PlacementTimeout as err:
             last_error = err
             continue
+        plan = plan_attempt(cfg, attempt, size)
         if size < cfg.trainer.num_workers:
-            plan = plan_attempt(cfg, attempt, size)
             recorder.event(0, "elastic", f"continuing with {size} of {cfg.trainer.num_workers} workers "
                                          f"(accumulate {plan.accumulate}, lr x{plan.lr_scale:g})")
-        return group, plan_attempt(cfg, attempt, size)
-    failure = Failure(Kind.START, None, 0, message=str(last_error), detected_at=time.time())
-    raise RunFailed(f"{failure.describe()}\nafter {len(history)} failure(s): {history[-1].describe()}", {})
+        return group, plan
+    raise last_error
 
 
 def report_failure(recorder: Recorder, failure: Failure, decision, resume_step: Optional[int], attempt: int) -> None:
@@ -258,7 +308,7 @@ def report_failure(recorder: Recorder, failure: Failure, decision, resume_step: 
              "detected_unix": failure.detected_at}
     recorder.log.restarts.append(entry)
     recorder.tb.scalars(failure.step, {"fault/failures": float(len(recorder.log.restarts)),
-                                       "fault/steps_lost": float(steps_lost)})
+                                       "fault/steps_lost": float(steps_lost)}, replayable=False)
     detail = f"\n{failure.traceback}" if failure.kind == Kind.HANG else ""
     recorder.event(failure.step, "failure", f"{failure.describe()}; {decision.action.value}: {decision.reason}"
                    + (f"; resuming from step {resume_step} ({steps_lost} steps lost)"
@@ -266,10 +316,13 @@ def report_failure(recorder: Recorder, failure: Failure, decision, resume_step: 
 
 
 def interrupt_handler(stop: StopSignal, view: ProgressView):
-    """Ctrl-C / SIGTERM: stop at a step boundary with a final checkpoint; a second one: stop now."""
+    """Ctrl-C / SIGTERM: stop at a step boundary with a final checkpoint; a second one: stop now
+    (KeyboardInterrupt, wherever the driver is waiting; teardown still runs)."""
     def on_interrupt(name: str) -> None:
         if stop.requested:
             view.message(f"{name} again: stopping now", style="bold red")
+            stop.request(f"interrupted ({name})")
+            raise KeyboardInterrupt
         else:
             view.message(f"{name}: stopping at the next step boundary and writing a checkpoint "
                          "(again to stop at once)", style="bold yellow")
@@ -298,7 +351,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
         "steps": int(max(log.last_step.values(), default=0)) if log else 0,
         "epochs": int(last.get("train/epoch", 0)),
         "wall_time_s": time.time() - started,
-        "world_size": cfg.trainer.num_workers,
+        "world_size": log.info.get("world_size", cfg.trainer.num_workers) if log else cfg.trainer.num_workers,
         "workers": log.info.get("workers", []) if log else [],
         "timing": timing,
         "restarts": log.restarts if log else [],

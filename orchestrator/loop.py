@@ -10,11 +10,13 @@ all ranks leave the loop at the same step.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 import torch
+import torch.distributed as dist
 
 from orchestrator import batches, chaos, state as S
 from orchestrator.build import Components
@@ -30,6 +32,7 @@ class FitResult:
     stop_reason: str
     step: int
     epoch: int
+    stopped_on_request: bool = False  # stopped because the driver asked (Ctrl-C, pruning): not completed
     metrics: Dict[str, float] = field(default_factory=dict)
     timing: Dict[str, float] = field(default_factory=dict)
 
@@ -51,10 +54,20 @@ def micro_batch_groups(index_batches, k: int):
 
 
 @torch.no_grad()
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm statistics) on every rank, so all ranks evaluate one model: the one
+    checkpoints hold. Training updates each rank's statistics from its own shard after DDP's broadcast."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+@torch.no_grad()
 def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, prefix: str,
              model: Optional[torch.nn.Module] = None) -> Dict[str, float]:
     """Exact loss/accuracy over a whole split: each rank a disjoint shard, then one all-reduce."""
     model = model or c.module  # the bare module: no DDP collectives, shards may differ in length
+    sync_buffers(model)  # collective: every rank evaluates at the same step
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=c.device)
     correct = torch.zeros((), dtype=torch.float64, device=c.device)
@@ -116,10 +129,16 @@ def time_split(totals: Dict[str, List[float]]) -> Dict[str, float]:
 
 
 class TrainWindow:
-    """Training loss/accuracy since the previous validation (from reduced, identical values)."""
+    """Training loss/accuracy since the previous validation (from reduced, identical values).
+    Saved in checkpoints, so a resumed run measures the same generalisation gap."""
 
-    def __init__(self):
+    def __init__(self, state: Optional[Dict[str, float]] = None):
         self.loss = self.correct = self.count = 0.0
+        if state:
+            self.loss, self.correct, self.count = state["loss"], state["correct"], state["count"]
+
+    def state_dict(self) -> Dict[str, float]:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
 
     def add(self, reduced: RowMetrics) -> None:
         self.loss += reduced.loss * reduced.samples
@@ -147,7 +166,7 @@ class Loop:
         self.throughput = Throughput(warmup_steps=min(200, max(1, c.total_steps // 10)))
         self.monitors = Monitors.from_config(cfg)
         self.monitors.load_state_dict(state.monitors)
-        self.window = TrainWindow()
+        self.window = TrainWindow(state.monitors.get("train_window"))
         # Only rank 0 computes per-layer statistics (gradients are identical after the all-reduce).
         self.layer_stats = LayerStats(c.module, cfg.health) if r.keeps_records else None
         self.best_weights = best_weights
@@ -224,7 +243,7 @@ class Loop:
         self.throughput.step_done(self.samples_per_step)
         if self.first_step_pending():
             self.timing["first_step_unix"] = time.time()
-            r.info({"first_step_unix": self.timing["first_step_unix"],
+            r.info({"first_step_unix": self.timing["first_step_unix"], "attempt": c.plan.attempt,
                     "startup": {"first_batch_s": data_seconds, "first_step_s": result.times["step_s"]}})
         if layer_stats_now:
             self.report_layer_stats(step)
@@ -278,6 +297,10 @@ class Loop:
             for rank, mean in enumerate(per_rank):
                 totals[rank] += mean * steps
         for row in flush.rows:
+            if not math.isfinite(row.loss) and self.c.cfg.health.nan_policy == "stop":
+                # Reached only with a loss scaler (fp16), whose steps never report non-finite gradients.
+                r.event(row.step, "non_finite", f"non-finite training loss by step {row.step}; stopping")
+                self.stop(f"non-finite loss at step {row.step}")
             values = row_scalars(row)
             if row is flush.rows[-1]:
                 values.update(flush_scalars(flush, self.samples_per_step))
@@ -322,7 +345,7 @@ class Loop:
             if reason:
                 self.r.event(step, "early_stopping", reason)
                 self.stop(f"early stopping: {reason}")
-        self.state.monitors = m.state_dict()
+        self.state.monitors = {**m.state_dict(), "train_window": self.window.state_dict()}
 
     def checkpoint(self) -> None:
         c, r, st = self.c, self.r, self.state
@@ -332,8 +355,9 @@ class Loop:
         self.close_and_flush()
         self.pause()
         r.progress(st.step, "checkpoint")
-        st.monitors = self.monitors.state_dict()
-        payload = S.capture(c.module, c.optimizer, c.scheduler, c.scaler, st, c.plan.world_size, c.config_yaml)
+        st.monitors = {**self.monitors.state_dict(), "train_window": self.window.state_dict()}
+        payload = S.capture(c.module, c.optimizer, c.scheduler, c.scaler, st, c.plan.world_size, c.config_yaml,
+                            best_model=self.best_weights)
         if payload is not None:
             if S.weights_finite(c.module):
                 r.checkpoint(st.step, payload, {"epoch": st.epoch, "metrics": dict(st.last_val)})
@@ -366,7 +390,7 @@ class Loop:
         self.timing.update(time_split(self.time_totals))
         r.progress(st.step, "done")
         return FitResult(stop_reason=self.stop_reason, step=st.step, epoch=st.epoch, metrics=metrics,
-                         timing=dict(self.timing))
+                         timing=dict(self.timing), stopped_on_request=self.stopped_on_request)
 
     def test(self) -> Dict[str, float]:
         """The best model (by checkpoint.monitor) on the held-out test split."""
@@ -387,6 +411,3 @@ class Loop:
 def fit(c: Components, r: Reporter, state: Optional[S.TrainState] = None, best_weights=None) -> FitResult:
     return Loop(c, r, state or S.TrainState(), best_weights).fit()
 
-
-def result_dict(result: FitResult) -> Dict:
-    return asdict(result)

@@ -8,7 +8,7 @@ saved in checkpoints (``TrainState.monitors``) so a resumed run remembers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from orchestrator import config as C
@@ -90,7 +90,6 @@ class Monitors:
     overfitting: Optional[OverfittingDetector]
     best: BestTracker
     stop_on_overfitting: bool = False
-    events: List[Dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg: C.Config) -> "Monitors":
@@ -101,20 +100,33 @@ class Monitors:
         return cls(early, overfitting, BestTracker(cfg.checkpoint.monitor, cfg.checkpoint.mode),
                    stop_on_overfitting=s.overfitting.stop)
 
+    # What a checkpoint keeps: progress counters only. Settings (monitor, mode, patience, ...) come
+    # from the config of the run that resumes, so a resume may change them.
+    PROGRESS = {"early": ("best", "bad_validations"), "overfitting": ("streak", "fired", "previous"),
+                "best": ("best", "step")}
+
     def state_dict(self) -> Dict[str, Dict]:
-        state = {"best": asdict(self.best)}
+        state = {"best": {"monitor": self.best.monitor, **progress_of(self.best, self.PROGRESS["best"])}}
         if self.early:
-            state["early"] = asdict(self.early)
+            state["early"] = {"monitor": self.early.monitor, **progress_of(self.early, self.PROGRESS["early"])}
         if self.overfitting:
-            state["overfitting"] = asdict(self.overfitting)
+            state["overfitting"] = progress_of(self.overfitting, self.PROGRESS["overfitting"])
         return state
 
     def load_state_dict(self, state: Dict[str, Dict]) -> None:
-        for name in ("early", "overfitting", "best"):
-            component = getattr(self, name)
-            if component is not None and name in state:
-                for key, value in state[name].items():
-                    setattr(component, key, value)
+        for name, fields in self.PROGRESS.items():
+            component, saved = getattr(self, name), state.get(name)
+            if component is None or saved is None:
+                continue
+            if getattr(component, "monitor", None) != saved.get("monitor", getattr(component, "monitor", None)):
+                continue  # now watching another metric: the old best means nothing for it
+            for key in fields:
+                if key in saved:
+                    setattr(component, key, saved[key])
+
+
+def progress_of(component, fields) -> Dict:
+    return {key: getattr(component, key) for key in fields}
 
 
 def generalisation_gap(train: Dict[str, float], val: Dict[str, float]) -> Dict[str, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from orchestrator import config as C
 
@@ -37,11 +36,3 @@ def elastic_sizes(cfg: C.Config) -> range:
     """Gang sizes to try, largest first."""
     low = cfg.trainer.min_workers or cfg.trainer.num_workers
     return range(cfg.trainer.num_workers, low - 1, -1)
-
-
-def fits(free_bundles: int, requested: int, minimum: Optional[int]) -> Optional[int]:
-    """Largest gang in [minimum, requested] that fits in free_bundles, or None."""
-    size = min(requested, free_bundles)
-    if size >= (minimum or requested):
-        return size
-    return None

@@ -22,7 +22,6 @@ class RunLog:
     restarts: List[Dict[str, Any]] = field(default_factory=list)
     timing: Dict[str, float] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
-    checkpoints: List[int] = field(default_factory=list)
     first_step_unix_per_attempt: List[float] = field(default_factory=list)
 
 
@@ -51,7 +50,7 @@ class Recorder:
 
     def on_info(self, record: Dict[str, Any]) -> None:
         values = record["values"]
-        self.log.info.update({k: v for k, v in values.items() if k != "startup"})
+        self.log.info.update({k: v for k, v in values.items() if k not in ("startup", "attempt")})
         if "total_steps" in values:
             self.view.plan(values["total_steps"], values["steps_per_epoch"], values["start_step"])
         if "first_step_unix" in values:
@@ -59,11 +58,11 @@ class Recorder:
             if self.log.restarts:  # the first step after a restart: how long the failure cost
                 restart = self.log.restarts[-1]
                 restart["recovery_s"] = values["first_step_unix"] - restart["detected_unix"]
-                self.tb.scalars(restart["step"], {"fault/recovery_s": restart["recovery_s"]})
+                self.tb.scalars(restart["step"], {"fault/recovery_s": restart["recovery_s"]}, replayable=False)
                 self.view.message(f"recovered in {restart['recovery_s']:.1f}s (failure to first step)", style="cyan")
-        if "startup" in values and len(self.log.first_step_unix_per_attempt) <= 1:  # the first attempt's
+        if "startup" in values and values.get("attempt") == 0:  # a restart's start-up is its recovery time
             self.log.timing.update(values["startup"])
-            self.tb.scalars(0, {f"startup/{k}": v for k, v in values["startup"].items()})
+            self.tb.scalars(0, {f"startup/{k}": v for k, v in values["startup"].items()}, replayable=False)
 
     def on_event(self, record: Dict[str, Any]) -> None:
         self.event(record["step"], record["event"], record["message"])
@@ -74,5 +73,4 @@ class Recorder:
         self.view.message(f"[step {step}] {kind}: {message}", style=style)
 
     def on_checkpoint(self, record: Dict[str, Any]) -> None:
-        # The RunSink wrote the bytes to disk before passing the record on.
-        self.log.checkpoints.append(record["step"])
+        """The RunSink wrote the bytes to disk before passing the record on: nothing left to do."""

@@ -28,7 +28,6 @@ class TrainState:
     samples_in_epoch: int = 0  # global data position inside the current epoch
     # Components that decide when to stop keep their state here (plain numbers).
     monitors: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    best_metric: Optional[float] = None
     last_val: Dict[str, float] = field(default_factory=dict)
 
 
@@ -59,7 +58,7 @@ def gather_to_rank0(obj: Any) -> Optional[List[Any]]:
 
 
 def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainState, world_size: int,
-            config_yaml: str) -> Optional[bytes]:
+            config_yaml: str, best_model: Optional[Dict[str, torch.Tensor]] = None) -> Optional[bytes]:
     """Collective over all ranks; returns the serialized checkpoint on rank 0, None elsewhere."""
     rngs = gather_to_rank0(rng_state())
     if rngs is None:
@@ -75,6 +74,10 @@ def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainSt
         "world_size": world_size,
         "config": config_yaml,
     }
+    if best_model is not None:
+        # The best weights so far (only kept when a test split will evaluate them), so a restarted
+        # or resumed run still tests the best model, not whatever it ended with.
+        payload["best_model"] = best_model
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
@@ -85,12 +88,14 @@ def weights_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
-def load_payload(data: bytes, device: torch.device) -> Dict[str, Any]:
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+def load_payload(data: bytes) -> Dict[str, Any]:
+    # On the CPU: RNG states must stay CPU tensors, and load_state_dict moves the model's and the
+    # optimizer's tensors to their device anyway.
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def restore(payload: Dict[str, Any], model: torch.nn.Module, optimizer, scheduler, scaler, rank: int,
-            world_size: int) -> TrainState:
+            world_size: int, seed: int, attempt: int) -> TrainState:
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
@@ -98,5 +103,9 @@ def restore(payload: Dict[str, Any], model: torch.nn.Module, optimizer, schedule
         scaler.load_state_dict(payload["scaler"])
     if payload["world_size"] == world_size:
         set_rng_state(payload["rng"][rank])
-    # With a different world size (elastic), RNG streams cannot map 1:1; the caller re-seeds.
+    else:
+        # Elastic: the saved streams cannot map 1:1 onto a gang of another size; seed them afresh
+        # (still reproducible: from the seed, the attempt and the rank).
+        random.seed(seed + 1000 * (attempt + 1) + rank)
+        torch.manual_seed(seed + 1000 * (attempt + 1) + rank)
     return TrainState(**payload["train_state"])

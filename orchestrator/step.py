@@ -30,6 +30,27 @@ class StepResult:
     times: Dict[str, float]
 
 
+class CudaPhases:
+    """A GPU step's compute and optimizer times from CUDA events (the host's clock would only see
+    kernel launches). Events are read one step late, when they have completed."""
+
+    def __init__(self):
+        self.current: Optional[List] = None
+        self.previous: Optional[List] = None
+
+    def mark(self, index: int) -> None:
+        if index == 0:
+            self.previous, self.current = self.current, [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+        self.current[index].record()
+
+    def previous_seconds(self) -> Optional[Tuple[float, float]]:
+        if self.previous is None:
+            return None
+        start, after_backward, end = self.previous
+        end.synchronize()
+        return start.elapsed_time(after_backward) / 1000.0, after_backward.elapsed_time(end) / 1000.0
+
+
 class Stepper:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_kind: str,
                  device: torch.device, autocast_dtype: Optional[torch.dtype] = None, scaler=None,
@@ -47,6 +68,7 @@ class Stepper:
         self.module = getattr(model, "module", model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.sentinel = sentinel_parameter(model)
+        self.cuda_phases = CudaPhases() if device.type == "cuda" else None
         # False for a constant schedule without warm-up (set by build); the LR then never changes.
         self.schedule_varies = True
         # Hook for fault injection and tests: called with the loss before backward.
@@ -60,6 +82,8 @@ class Stepper:
     def step(self, micro_batches: List[Tuple[torch.Tensor, torch.Tensor]], want_grad_norm: bool,
              data_seconds: float) -> StepResult:
         t0 = time.perf_counter()
+        if self.cuda_phases is not None:
+            self.cuda_phases.mark(0)
         if not self.module.training:  # walking the module tree every step costs ~70 us on a small MLP
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -87,10 +111,17 @@ class Stepper:
             count += n
             samples += x.shape[0]
         t1 = time.perf_counter()
+        if self.cuda_phases is not None:
+            self.cuda_phases.mark(1)
         grad_norm, finite = self.update(want_grad_norm)
         t2 = time.perf_counter()
+        compute, optimizer = t1 - t0, t2 - t1
+        if self.cuda_phases is not None:
+            self.cuda_phases.mark(2)
+            # On a GPU the split comes from events (one step late); the step's wall time stays the host's.
+            compute, optimizer = self.cuda_phases.previous_seconds() or (compute, optimizer)
         return StepResult(loss_sum, correct, count, samples, grad_norm, finite,
-                          {"data_s": data_seconds, "compute_s": t1 - t0, "optimizer_s": t2 - t1,
+                          {"data_s": data_seconds, "compute_s": compute, "optimizer_s": optimizer,
                            "step_s": data_seconds + t2 - t0})
 
     def update(self, want_grad_norm: bool) -> Tuple[Optional[torch.Tensor], bool]:
@@ -104,7 +135,9 @@ class Stepper:
         if want_grad_norm or self.clip_grad_norm:
             grads = [p.grad for p in self.params if p.grad is not None]
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        finite = self.gradients_finite(grad_norm)
+        # With a loss scaler, inf/NaN gradients are its routine overflow: scaler.step skips the update
+        # and lowers the scale. A truly non-finite loss then shows in the reduced metrics instead.
+        finite = True if self.scaler is not None else self.gradients_finite(grad_norm)
         if finite:
             if self.clip_grad_value:
                 torch.nn.utils.clip_grad_value_(self.params, self.clip_grad_value)

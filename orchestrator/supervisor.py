@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from orchestrator.failure import Failure, Kind, root_cause
+from orchestrator.failure import Failure, Kind, TrainingError, root_cause
 from orchestrator.watchdog import Watchdog
 from orchestrator.worker_group import WorkerGroup
 
@@ -70,7 +70,8 @@ class Supervisor:
         watchdog = Watchdog(self.hang_timeout_s, time.time())
         stop_forwarded_at: Optional[float] = None
         while True:
-            done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_INTERVAL_S)
+            # Returns as soon as any rank's run() ends (finished or failed), else after the interval.
+            done, pending = ray.wait(pending, num_returns=1, timeout=POLL_INTERVAL_S)
             self.poll(watchdog)
             for ref in done:
                 rank = rank_of[ref]
@@ -134,6 +135,9 @@ class Supervisor:
         step = self.heartbeats.get(rank, {}).get("step", 0)
         if isinstance(err, RayTaskError):
             cause = err.cause if getattr(err, "cause", None) is not None else err
+            if isinstance(cause, TrainingError):  # raised by the training loop: exact step, full traceback
+                return Failure(Kind.EXCEPTION, rank, cause.step, message=cause.message, node=info.node_ip,
+                               error_type=cause.error_type, traceback=cause.traceback_text, detected_at=time.time())
             return Failure(Kind.EXCEPTION, rank, step, message=str(cause), node=info.node_ip,
                            error_type=type(cause).__name__, traceback=str(err), detected_at=time.time())
         return Failure(Kind.WORKER_DIED, rank, step, message=death_message(str(err)), node=info.node_ip,

@@ -19,6 +19,7 @@ HPARAM_METRICS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy", "tra
 
 class TensorBoardSink:
     def __init__(self, log_dir: Path, resume_step: Optional[int] = None):
+        """resume_step: the step the run continues after (-1: from scratch over old event files)."""
         from torch.utils.tensorboard import SummaryWriter  # imports torch: kept off the start-up path
 
         purge = resume_step + 1 if resume_step is not None else None
@@ -26,12 +27,14 @@ class TensorBoardSink:
         self.last_step: Dict[str, int] = {}
         self.floor = resume_step if resume_step is not None else -1
 
-    def scalars(self, step: int, values: Dict[str, float], walltime: Optional[float] = None) -> None:
+    def scalars(self, step: int, values: Dict[str, float], replayable: bool = True) -> None:
+        """replayable: training curves, which a restarted attempt writes again from its checkpoint on
+        (those repeats are dropped); False for one-off points (start-up, failures), always written."""
         for tag, value in values.items():
-            if step <= max(self.last_step.get(tag, -1), self.floor):
+            if replayable and step <= max(self.last_step.get(tag, -1), self.floor):
                 continue  # replayed after a restart: already written
-            self.writer.add_scalar(tag, value, step, walltime=walltime)
-            self.last_step[tag] = step
+            self.writer.add_scalar(tag, value, step)
+            self.last_step[tag] = max(step, self.last_step.get(tag, -1))
 
     def histogram(self, tag: str, h: Dict[str, Any], step: int) -> None:
         """A histogram computed on a worker (counts and edges), written without the raw values."""

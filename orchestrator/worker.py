@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import config as C
+from orchestrator.failure import TrainingError
 from orchestrator.optim import rebase_lr
 from orchestrator.plan import AttemptPlan
 from orchestrator.reporting import Reporter
@@ -32,9 +33,8 @@ class WorkerInfo:
     index: int            # creation order in the gang
     node_id: str
     node_ip: str
-    hostname: str
     pid: int
-    gpu_ids: List[int]    # physical GPU ids Ray assigned to this worker
+    gpu_ids: List[str]    # the GPU ids Ray assigned to this worker (numbers, or UUIDs for MIG)
 
 
 class RayReporter(Reporter):
@@ -68,7 +68,8 @@ class RayReporter(Reporter):
             self.pending = []
         self.last_send = time.monotonic()
         if len(self.in_flight) > 16:
-            _, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
+            done, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
+            ray.get(done)  # a failed write (disk full, sink gone) stops the run instead of passing unseen
 
     def wait_persisted(self) -> None:
         import ray
@@ -94,9 +95,8 @@ class Worker:
         import ray
 
         ctx = ray.get_runtime_context()
-        gpu_ids = [int(g) for g in ray.get_gpu_ids()]
-        return WorkerInfo(self.index, ctx.get_node_id(), ray.util.get_node_ip_address(), socket.gethostname(),
-                          os.getpid(), gpu_ids)
+        gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        return WorkerInfo(self.index, ctx.get_node_id(), ray.util.get_node_ip_address(), os.getpid(), gpu_ids)
 
     def free_port(self) -> int:
         """A free TCP port on this node for the rendezvous (rank 0 hosts it)."""
@@ -111,9 +111,9 @@ class Worker:
         if cuda_visible_devices is not None:
             # Like Ray Train: workers on one node see all of that node's gang GPUs (so NCCL can use
             # peer-to-peer), each using its own. Set before CUDA initialises in this process.
-            own = ",".join(str(g) for g in self.describe().gpu_ids)
+            (own,) = self.describe().gpu_ids  # exactly one (cluster.gpus_per_worker is 0 or 1)
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
-            self.local_device_index = cuda_visible_devices.split(",").index(own.split(",")[0])
+            self.local_device_index = cuda_visible_devices.split(",").index(own)
         backend = "nccl" if self.local_device_index is not None else "gloo"
         dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=rank,
                                 world_size=world_size, timeout=timedelta(seconds=timeout_s))
@@ -141,17 +141,21 @@ class Worker:
         device = self.device(cfg)
         components = build(cfg, bundle, plan, self.rank, device, distributed=self.world_size > 1,
                            config_yaml=config_yaml)
-        self.reporter.info({"startup": {"worker_build_s": time.time() - started}})
-        train_state = None
+        self.reporter.info({"attempt": plan.attempt, "startup": {"worker_build_s": time.time() - started}})
+        train_state, best_model = None, None
         if resume is not None:
-            payload = S.load_payload(resume, device)
+            payload = S.load_payload(resume)
             train_state = S.restore(payload, components.module, components.optimizer, components.scheduler,
-                                    components.scaler, self.rank, self.world_size)
-            if payload["world_size"] != self.world_size:
-                # Elastic resume: RNG streams cannot map 1:1 onto a new gang; seed them afresh.
-                torch.manual_seed(cfg.trainer.seed + 1000 * (plan.attempt + 1) + self.rank)
+                                    components.scaler, self.rank, self.world_size, cfg.trainer.seed, plan.attempt)
+            best_model = payload.get("best_model")
+            # The checkpoint's schedule carries the old base LR; this attempt's may differ (elastic).
             rebase_lr(components.scheduler, cfg.optimizer.lr * plan.lr_scale)
-        result = loop.fit(components, self.reporter, train_state)
+        try:
+            result = loop.fit(components, self.reporter, train_state, best_model)
+        except Exception as err:
+            # The driver's view of the step can be a second old; "the same error at the same step"
+            # (a bug, not a fault) needs the exact one.
+            raise TrainingError(self.reporter.heartbeat.step, err) from err
         self.reporter.wait_persisted()  # the final records and checkpoint arrived before we say we are done
         return asdict(result)
 
@@ -174,7 +178,3 @@ class Worker:
                 continue  # Ray's idle executor threads (one of them is answering this call)
             parts.append(f"--- {label}\n" + "".join(traceback.format_stack(frames[ident])))
         return "\n".join(parts)
-
-    def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()

@@ -49,16 +49,24 @@ def bundle_for(cfg: C.ClusterConfig) -> Dict[str, float]:
 def rank_order(infos: Sequence[WorkerInfo]) -> List[int]:
     """Indices of ``infos`` in rank order: by node, then GPU, then creation order (deterministic)."""
     return sorted(range(len(infos)),
-                  key=lambda i: (infos[i].node_ip, infos[i].node_id, min(infos[i].gpu_ids, default=-1),
+                  key=lambda i: (infos[i].node_ip, infos[i].node_id,
+                                 min((gpu_sort_key(g) for g in infos[i].gpu_ids), default=(-1, 0, "")),
                                  infos[i].index))
 
 
-def shared_cuda_devices(infos: Sequence[WorkerInfo]) -> List[Optional[str]]:
-    """Per worker: the GPUs of all gang workers on its node (CUDA_VISIBLE_DEVICES), or None on CPU."""
+def shared_cuda_devices(infos: Sequence[WorkerInfo], use_gpus: bool = True) -> List[Optional[str]]:
+    """Per worker: the GPUs of all gang workers on its node (CUDA_VISIBLE_DEVICES), or None for a
+    worker that trains on the CPU (no GPU, or trainer.device=cpu)."""
     per_node: Dict[str, set] = defaultdict(set)
     for info in infos:
         per_node[info.node_id].update(info.gpu_ids)
-    return [",".join(str(g) for g in sorted(per_node[info.node_id])) if info.gpu_ids else None for info in infos]
+    return [",".join(sorted(per_node[info.node_id], key=gpu_sort_key)) if info.gpu_ids and use_gpus else None
+            for info in infos]
+
+
+def gpu_sort_key(gpu_id: str):
+    """Numeric ids in numeric order; UUID-style ids (MIG) after them, as text."""
+    return (0, int(gpu_id), "") if gpu_id.isdigit() else (1, 0, gpu_id)
 
 
 def describe_cluster() -> str:
@@ -69,8 +77,7 @@ def describe_cluster() -> str:
             continue
         total = node.get("Resources", {})
         lines.append(f"  node {node['NodeManagerAddress']} ({node['NodeID'][:8]}): "
-                     + ", ".join(f"{k} {v:g}" for k, v in sorted(total.items()) if k in ("CPU", "GPU", "memory")
-                                 and k != "memory"))
+                     + ", ".join(f"{k} {v:g}" for k, v in sorted(total.items()) if k in ("CPU", "GPU")))
     lines.append("  free now: " + ", ".join(f"{k} {available.get(k, 0):g}" for k in ("CPU", "GPU")))
     return "\n".join(lines)
 
@@ -96,7 +103,7 @@ class WorkerGroup:
             infos = wait_for_actors(actors, timings)
             order = rank_order(infos)
             actors, infos = [actors[i] for i in order], [infos[i] for i in order]
-            rendezvous(actors, infos, collective_timeout_s, timings)
+            rendezvous(actors, infos, collective_timeout_s, timings, use_gpus=cfg.trainer.device != "cpu")
         except BaseException:
             release(actors, pg)  # teardown in one place, also after a failed start
             raise
@@ -151,12 +158,13 @@ def wait_for_actors(actors: List[Any], timings: Dict[str, float]) -> List[Worker
     return infos
 
 
-def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, timings: Dict[str, float]) -> None:
+def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, timings: Dict[str, float],
+               use_gpus: bool = True) -> None:
     """Rank 0 hosts the TCP store; ``timeout_s`` is also torch.distributed's collective timeout."""
     t0 = time.perf_counter()
     master_addr = infos[0].node_ip
     master_port = ray.get(actors[0].free_port.remote(), timeout=ACTOR_START_TIMEOUT_S)
-    devices = shared_cuda_devices(infos)
+    devices = shared_cuda_devices(infos, use_gpus)
     refs = [a.join.remote(rank, len(actors), master_addr, master_port, timeout_s, devices[rank])
             for rank, a in enumerate(actors)]
     bound = min(timeout_s, RENDEZVOUS_TIMEOUT_S)

@@ -8,15 +8,18 @@ import sys
 
 import pytest
 
+from pathlib import Path
+
 from tests.conftest import REPO
+from tests.test_cli import own_ray_env, wait_until_gone  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.ray
 
 
-def test_benchmark_quick_writes_its_table_chart_and_raw_results(tmp_path):
+def test_benchmark_quick_writes_its_table_chart_and_raw_results(tmp_path, own_ray_env):
     proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--runners", "single,orchestrator",
                            "--workers", "1", "--steps", "15", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env=own_ray_env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     table = (tmp_path / "results.md").read_text()
     assert "| mlp | 1 | single |" in table and "| mlp | 1 | orchestrator |" in table
@@ -24,3 +27,4 @@ def test_benchmark_quick_writes_its_table_chart_and_raw_results(tmp_path):
     runs = json.loads((tmp_path / "raw.json").read_text())["runs"]
     assert {r["runner"] for r in runs} == {"single", "orchestrator"}
     assert all(r["status"] == "ok" and r["samples_per_sec"] > 0 and r["startup_s"] > 0 for r in runs)
+    assert wait_until_gone(Path(own_ray_env["RAY_TMPDIR"])) == []

@@ -55,6 +55,7 @@ def test_default_config_is_the_documented_default_job():
     ("trainer.precision=fp8", "trainer.precision"),
     ("trainer.min_workers=5", "trainer.min_workers"),
     ("fault_tolerance.hang_timeout_s=0", "fault_tolerance.hang_timeout_s"),
+    ("cluster.gpus_per_worker=2", "cluster.gpus_per_worker"),  # one device per DDP process
 ])
 def test_impossible_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -66,6 +67,7 @@ def test_impossible_value_names_the_key(override, key):
     ("trainer.max_epochs=ten", "trainer.max_epochs"),    # wrong type
     ("+trainer.num_worker=2", "trainer.num_worker"),     # appended unknown key
     ("model=mlp model.hidden_sizes=[a]", "model.hidden_sizes"),
+    ("cluster.gpus_per_worker=0.5", "cluster.gpus_per_worker"),  # NCCL cannot share a GPU between ranks
 ])
 def test_unknown_key_or_wrong_type_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
@@ -102,3 +104,12 @@ def test_command_line_rejects_bad_config_before_starting_anything(tmp_path, over
     assert key in proc.stdout + proc.stderr
     assert ray_sessions() == before, "no Ray instance may start for a bad config"
     assert not (tmp_path / "tb").exists()
+
+
+def test_a_config_object_edited_by_hand_is_checked_again():
+    from orchestrator.config import validate
+
+    cfg = compose()
+    cfg.trainer.num_workers = 0
+    with pytest.raises(ConfigError, match=r"trainer\.num_workers"):
+        validate(cfg)

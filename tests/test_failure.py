@@ -45,12 +45,12 @@ def start():
     # Deaths and hangs at the same step are faults (a lost node), not bugs: restart.
     (died(), [died()], 10, Action.RESTART),
     (hang(), [hang()], 10, Action.RESTART),
-    # The gang cannot be started again: raise, whatever the budget.
-    (start(), [], 10, Action.RAISE),
-    (start(), [died()], 10, Action.RAISE),
+    # A replacement gang could not be started (no capacity yet): a failure like the others.
+    (start(), [died()], 10, Action.RESTART),
+    (start(), [died(), start(), start()], 3, Action.RAISE),
 ], ids=["first", "third-of-3", "hang-third-of-3", "fourth-of-3", "no-budget", "no-budget-exception",
         "same-exception", "same-exception-earlier", "same-first-line", "other-message", "other-type",
-        "other-step", "death-twice", "hang-twice", "start", "start-after-death"])
+        "other-step", "death-twice", "hang-twice", "start-after-death", "start-over-budget"])
 def test_decide(failure, history, max_failures, action):
     decision = decide(failure, history, max_failures)
     assert decision.action == action

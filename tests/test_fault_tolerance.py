@@ -24,9 +24,10 @@ MLP_RUN = ["model=mlp", "trainer.max_epochs=100", "trainer.log_every_n_steps=5",
            "checkpoint.every_epoch=false", "fault_tolerance.restart_wait_s=5"]
 
 
-def worker_processes():
-    return [p for p in psutil.process_iter(["pid", "cmdline"])
-            if (p.info["cmdline"] or [""])[0].startswith("ray::Worker")]
+def worker_processes(started_after: float):
+    """This run's worker actors (other runs on the machine may still be winding down)."""
+    return [p for p in psutil.process_iter(["pid", "cmdline", "create_time"])
+            if (p.info["cmdline"] or [""])[0].startswith("ray::Worker") and p.info["create_time"] >= started_after]
 
 
 def assert_continuous(tb_dir, last_step: int, every: int):
@@ -38,10 +39,11 @@ def assert_continuous(tb_dir, last_step: int, every: int):
 def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path):
     kill_at = random.randint(30, 150)
     killed = {}
+    started = time.time() - 1.0  # process start times have a coarse clock
 
     def kill_a_worker(step, values):
         if not killed and step >= kill_at:
-            victim = random.choice(worker_processes())
+            victim = random.choice(worker_processes(started_after=started))
             os.kill(victim.pid, signal.SIGKILL)
             killed.update(pid=victim.pid, step=step)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import time
@@ -69,3 +70,18 @@ def test_sigint_checkpoints_cleans_up_and_resume_is_bit_exact(tmp_path, own_ray_
     steps = [step for step, _ in read_scalars(interrupted / "tb")["train/loss"]]
     assert steps == sorted(set(steps)), "the resumed curve has duplicate or rewound points"
     assert steps[-1] == 200
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path, own_ray_env):
+    """What a scheduler sends before preempting a job (after Ray has installed its own handler)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(train_command(run_dir, *RUN), cwd=REPO, env=own_ray_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for("checkpoints/step-*.json", run_dir)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["stop_reason"]
+    assert final_state(run_dir)["train_state"]["step"] == summary["steps"] < 200
+    assert wait_until_gone(Path(own_ray_env["RAY_TMPDIR"])) == []

@@ -80,3 +80,19 @@ def test_monitor_state_survives_a_checkpoint():
 def test_generalisation_gap():
     gap = generalisation_gap({"loss": 0.2, "accuracy": 0.99}, {"val/loss": 0.5, "val/accuracy": 0.9})
     assert gap["gap/loss"] == pytest.approx(0.3) and gap["gap/accuracy"] == pytest.approx(0.09)
+
+
+def test_a_resume_keeps_progress_but_takes_settings_from_its_own_config():
+    def config(patience, monitor="val/loss"):
+        return C.Config(model=C.MLPConfig(), data=C.DigitsConfig(), optimizer=C.AdamConfig(),
+                        scheduler=C.ConstantSchedulerConfig(),
+                        stopping=C.StoppingConfig(early=C.EarlyStoppingConfig(monitor=monitor, patience=patience)))
+    old = Monitors.from_config(config(patience=3))
+    for loss in (1.0, 1.1):
+        old.early.update({"val/loss": loss})
+    resumed = Monitors.from_config(config(patience=20))
+    resumed.load_state_dict(old.state_dict())
+    assert resumed.early.patience == 20 and resumed.early.bad_validations == 1 and resumed.early.best == 1.0
+    other = Monitors.from_config(config(patience=3, monitor="val/accuracy"))
+    other.load_state_dict(old.state_dict())
+    assert other.early.best is None  # a best of another metric does not carry over

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import config as C
-from orchestrator.plan import AttemptPlan, elastic_sizes, fits, plan_attempt
+from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
 
 
 def make_config(num_workers=4, accumulate=1, min_workers=None, elastic_batch="keep_global_batch") -> C.Config:
@@ -70,17 +70,3 @@ def test_scale_lr_keeps_the_per_step_batch_and_scales_lr_linearly(num_workers, a
 ])
 def test_elastic_sizes_largest_first_down_to_min_workers(num_workers, min_workers, expected):
     assert list(elastic_sizes(make_config(num_workers, min_workers=min_workers))) == expected
-
-
-@pytest.mark.parametrize("free,requested,minimum,expected", [
-    (4, 4, None, 4),
-    (8, 4, None, 4),     # never more than requested
-    (3, 4, None, None),  # not elastic: the full gang or nothing
-    (3, 4, 2, 3),
-    (2, 4, 2, 2),
-    (1, 4, 2, None),
-    (0, 4, 1, None),
-    (9, 4, 1, 4),
-])
-def test_fits(free, requested, minimum, expected):
-    assert fits(free, requested, minimum) == expected

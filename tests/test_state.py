@@ -42,7 +42,7 @@ def train(model, optimizer, scheduler, steps):
 
 def train_state():
     return S.TrainState(step=3, epoch=1, step_in_epoch=1, samples_in_epoch=48,
-                        monitors={"early_stopping": {"bad_evals": 2, "best": 0.3}}, best_metric=0.3,
+                        monitors={"early_stopping": {"bad_evals": 2, "best": 0.3}},
                         last_val={"val/loss": 0.3, "val/accuracy": 0.9})
 
 
@@ -58,8 +58,8 @@ def test_round_trip_restores_weights_optimizer_schedule_counters_and_rng():
     # A fresh process would build new components (other seed), then restore.
     model2, optimizer2, scheduler2 = components(seed=1)
     assert not torch.equal(model2.state_dict()["net.1.weight"], weights["net.1.weight"])
-    restored = S.restore(S.load_payload(data, torch.device("cpu")), model2, optimizer2, scheduler2, None,
-                         rank=0, world_size=1)
+    restored = S.restore(S.load_payload(data), model2, optimizer2, scheduler2, None,
+                         rank=0, world_size=1, seed=0, attempt=0)
 
     assert restored == train_state()
     for key, value in weights.items():
@@ -83,7 +83,7 @@ def test_training_on_after_restore_is_bit_identical_to_training_on_without_it():
     train(model, optimizer, scheduler, 4)  # uninterrupted: dropout masks and batches from the RNG
 
     model2, optimizer2, scheduler2 = components(seed=123)
-    S.restore(S.load_payload(data, torch.device("cpu")), model2, optimizer2, scheduler2, None, 0, 1)
+    S.restore(S.load_payload(data), model2, optimizer2, scheduler2, None, 0, 1, 0, 0)
     train(model2, optimizer2, scheduler2, 4)
     for (name, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert torch.equal(a, b), name
@@ -97,14 +97,14 @@ def test_python_gauss_stream_continues_after_restore():
     data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="")
     expected = [random.gauss(0.0, 1.0) for _ in range(3)]
     random.seed(99)
-    S.restore(S.load_payload(data, torch.device("cpu")), model, optimizer, scheduler, None, 0, 1)
+    S.restore(S.load_payload(data), model, optimizer, scheduler, None, 0, 1, 0, 0)
     assert [random.gauss(0.0, 1.0) for _ in range(3)] == expected
 
 
 def test_payload_records_format_world_size_and_config():
     model, optimizer, scheduler = components()
     data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="seed: 0\n")
-    payload = S.load_payload(data, torch.device("cpu"))
+    payload = S.load_payload(data)
     assert payload["format_version"] == S.FORMAT_VERSION
     assert payload["world_size"] == 1
     assert payload["config"] == "seed: 0\n"
@@ -117,23 +117,40 @@ def test_grad_scaler_state_round_trips():
     data = S.capture(model, optimizer, scheduler, scaler, S.TrainState(), world_size=1, config_yaml="")
     scaler2 = torch.amp.GradScaler("cpu")
     model2, optimizer2, scheduler2 = components()
-    S.restore(S.load_payload(data, torch.device("cpu")), model2, optimizer2, scheduler2, scaler2, 0, 1)
+    S.restore(S.load_payload(data), model2, optimizer2, scheduler2, scaler2, 0, 1, 0, 0)
     assert scaler2.get_scale() == 512.0
     assert scaler2.get_growth_interval() == 7
 
 
-def test_restore_with_another_world_size_leaves_the_rng_to_the_caller():
+def test_restore_with_another_world_size_seeds_fresh_reproducible_streams():
     model, optimizer, scheduler = components()
     data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="")
-    payload = S.load_payload(data, torch.device("cpu"))
+    payload = S.load_payload(data)
     payload["world_size"] = 2  # as if captured by a larger gang
     payload["rng"] = payload["rng"] * 2
-    model2, optimizer2, scheduler2 = components(seed=5)
+    draws = []
+    for _ in range(2):
+        model2, optimizer2, scheduler2 = components(seed=5)
+        torch.manual_seed(42)
+        S.restore(payload, model2, optimizer2, scheduler2, None, rank=0, world_size=1, seed=7, attempt=1)
+        draws.append(torch.rand(3))
     torch.manual_seed(42)
-    S.restore(payload, model2, optimizer2, scheduler2, None, rank=0, world_size=1)
-    after_restore = torch.rand(3)
-    torch.manual_seed(42)
-    assert torch.equal(after_restore, torch.rand(3))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], torch.rand(3))
+
+
+def test_rng_states_load_on_the_cpu_whatever_device_trains():
+    model, optimizer, scheduler = components()
+    data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="")
+    payload = S.load_payload(data)  # no device argument: torch.set_rng_state takes CPU tensors only
+    assert payload["rng"][0]["torch"].device.type == "cpu"
+    S.set_rng_state(payload["rng"][0])
+
+
+def test_the_best_model_travels_in_the_checkpoint():
+    model, optimizer, scheduler = components()
+    best = {k: v.clone() + 1 for k, v in model.state_dict().items()}
+    payload = S.load_payload(S.capture(model, optimizer, scheduler, None, S.TrainState(), 1, "", best_model=best))
+    assert all(torch.equal(payload["best_model"][k], v) for k, v in best.items())
 
 
 # ----------------------------------------------------------------------------- weights_only
@@ -157,7 +174,7 @@ def test_load_payload_refuses_arbitrary_python_objects():
     buffer = io.BytesIO()
     torch.save({"format_version": 1, "model": {}, "extra": Gadget()}, buffer)
     with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
-        S.load_payload(buffer.getvalue(), torch.device("cpu"))
+        S.load_payload(buffer.getvalue())
     assert UNPICKLED == []
     # The same bytes do run code under a plain (unsafe) load: the refusal above is what protects.
     torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)

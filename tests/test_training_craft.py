@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import orchestrator
+from orchestrator.launcher import RunFailed
 from tests.conftest import read_scalars
 
 pytestmark = pytest.mark.ray
@@ -44,8 +45,11 @@ NAN_RUN = ["model=mlp", "trainer.max_steps=40", "trainer.max_epochs=10", "checkp
 
 
 def test_a_nan_loss_stops_the_run_naming_step_and_layer_with_clean_checkpoints(ray_session, tmp_path):
-    result = orchestrator.run(NAN_RUN + ["health.nan_policy=stop"], run_dir=tmp_path, show_progress=False)
-    assert result.summary["stop_reason"] == "non-finite loss at step 12"
+    with pytest.raises(RunFailed, match="non-finite loss at step 12") as err:
+        orchestrator.run(NAN_RUN + ["health.nan_policy=stop"], run_dir=tmp_path, show_progress=False)
+    result = err.value  # the summary travels with the error
+    assert result.summary["status"] == "failed" and result.summary["stop_reason"] == "non-finite loss at step 12"
+    assert result.summary["restarts"] == [], "a deterministic NaN is not a fault to restart from"
     (event,) = events(result, "non_finite")
     assert "step 12" in event["message"] and "first net.1.weight" in event["message"]
     assert result.summary["checkpoints"]["latest_step"] == 12  # the final checkpoint, without the bad update

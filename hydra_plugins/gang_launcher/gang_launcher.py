@@ -13,6 +13,7 @@ multirun interrupted with Ctrl-C resumes when given the same ``hydra.sweep.dir``
 
 import json
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -117,13 +118,16 @@ def run_jobs(jobs: List[PreparedJob], sweep_dir: Path, max_concurrent: Optional[
     first = jobs[0].cfg
     prefer_loopback(first.cluster)  # before anything imports ray
     multirun = Multirun(jobs, sweep_dir)
-    with interrupts_call(multirun.on_interrupt), RaySession(first.cluster):
+    # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
+    with RaySession(first.cluster), interrupts_call(multirun.on_interrupt):
         multirun.run(max_concurrent)
     trials = list(multirun.records.values())
     report.write(trials, first.search, sweep_dir, multirun.console)
     report.hparams_experiment(sweep_dir, trials, first.search, [k for t in trials for k in t.params if "." not in k])
     for job in jobs:
         multirun.results.setdefault(job.number, RuntimeError("not run (the multirun was interrupted)"))
+    if multirun.interrupted.is_set():
+        sys.exit(130)  # as a single interrupted run does; the table above shows what finished
     return multirun.results
 
 
@@ -156,7 +160,9 @@ class Multirun:
         from orchestrator.search.driver import gangs_that_fit
         from orchestrator.search.scheduler import TrialScheduler
 
-        slots = max_concurrent or gangs_that_fit(self.jobs[0].cfg)
+        # Room for the largest gang of the sweep (a sweep may vary trainer.num_workers).
+        largest = max(self.jobs, key=lambda j: j.cfg.trainer.num_workers * j.cfg.cluster.cpus_per_worker).cfg
+        slots = max_concurrent or gangs_that_fit(largest)
         scheduler = TrialScheduler(slots)
         self.say(f"Multirun: {len(self.jobs)} jobs, up to {slots} gang(s) at once; sweep dir {self.sweep_dir}",
                  "bold")
@@ -183,7 +189,10 @@ class Multirun:
             self.results[job.number] = done["metrics"]
             self.close_record(record, "completed", done["metrics"], done["steps"])
             return
-        self.say(f"[job {job.number}] started: {' '.join(job.overrides)}")
+        if any((job.run_dir / "checkpoints").glob("step-*.json")):
+            job.cfg.trainer.resume = "auto"  # cut short earlier: continue from its newest checkpoint
+        self.say(f"[job {job.number}] started: {' '.join(job.overrides)}"
+                 + (" (continuing)" if job.cfg.trainer.resume == "auto" else ""))
         stop = self.stops[job.number] = StopSignal()
         job.cfg.name = f"job_{job.number}"
         scheduler.start(job.number, lambda: launch(job.cfg, job.run_dir, stop=stop, show_progress=False,

@@ -18,15 +18,15 @@ from typing import Any, Dict, List, Optional
 
 from rich.console import Console
 
-from orchestrator.progress import make_console
 from orchestrator import config as C
 from orchestrator.cluster import RaySession
+from orchestrator.progress import make_console
 from orchestrator.search import report
 from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.scheduler import TrialScheduler
 from orchestrator.search.space import as_overrides, describe, suggest
-from orchestrator.signals import interrupts_call
 from orchestrator.search.study import budget, open_study, recover_interrupted, requeue, search_space
+from orchestrator.signals import interrupts_call
 from orchestrator.supervisor import StopSignal
 
 POLL_S = 0.5
@@ -146,24 +146,26 @@ class Search:
             params = suggest(trial, self.space)
         number = trial.number
         overrides = trial_overrides(self.base, params, self.search)
+        # A trial cut short runs again in its own run dir, continuing from its newest checkpoint (if any).
         resume_from = trial.user_attrs.get("resume_from")
+        run_dir = Path(resume_from) if resume_from else self.run_dir(number)
         if resume_from:
-            overrides.append(f"trainer.resume={resume_from}")
+            overrides.append("trainer.resume=auto")
         trial_cfg = self.compose(overrides)  # validated like any run (on this thread: Hydra is not thread-safe)
-        trial_cfg.name = f"trial_{number:03d}"
+        trial_cfg.name = run_dir.name
         stop = StopSignal()
         watch = TrialWatch(trial, self.search, stop, self.lock)
         self.watches[number], self.stops[number] = watch, stop
-        record = TrialRecord(number=number, params=params, run_dir=str(self.run_dir(number)))
-        self.ledger.put(record)
-        self.say(f"[trial {number}] started: {describe(params)}" + (f" (continuing {resume_from})"
+        self.ledger.put(TrialRecord(number=number, params=params, run_dir=str(run_dir)))
+        self.say(f"[trial {number}] started: {describe(params)}" + (f" (continuing {run_dir.name})"
                                                                    if resume_from else ""))
-        scheduler.start(number, lambda: launch(trial_cfg, self.run_dir(number), stop=stop, observer=watch,
+        scheduler.start(number, lambda: launch(trial_cfg, run_dir, stop=stop, observer=watch,
                                                show_progress=False, hparams_experiment=False))
 
     def finish_trial(self, finished, scheduler: TrialScheduler) -> None:
         from optuna.trial import TrialState
 
+        from orchestrator.launcher import RunFailed
         from orchestrator.worker_group import PlacementTimeout
 
         number, watch = finished.key, self.watches.pop(finished.key)
@@ -172,6 +174,13 @@ class Search:
         result = finished.result
         if result is not None:
             record.metrics, record.steps = result.metrics, result.summary.get("steps", 0)
+        if isinstance(finished.error, PlacementTimeout) and not scheduler.running:
+            # Not even one gang fits, with the cluster otherwise idle: waiting would loop forever.
+            record.status, record.note = "failed", "the cluster cannot hold one gang"
+            self.ledger.put(record)
+            with self.lock:
+                self.study.tell(number, state=TrialState.FAIL)
+            raise RunFailed(f"no trial of this search can run: {finished.error}", {})
         if isinstance(finished.error, PlacementTimeout):
             # The cluster holds fewer gangs than estimated: run fewer at once, and this one later.
             scheduler.slots = max(1, len(scheduler.running))

@@ -55,10 +55,5 @@ def grid_points(space: Dict[str, C.ParamConfig]) -> List[Dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k].values for k in keys))]
 
 
-def grid_search_space(space: Dict[str, C.ParamConfig]) -> Dict[str, List[Any]]:
-    """For optuna.samplers.GridSampler (which wants the same labels suggest() uses)."""
-    return {key: [choice_label(v) for v in p.values] for key, p in space.items()}
-
-
 def describe(params: Dict[str, Any]) -> str:
     return " ".join(as_overrides(params)) or "(defaults)"

@@ -35,15 +35,12 @@ def make_sampler(search: C.SearchConfig, trials_so_far: int = 0) -> optuna.sampl
 
 
 def make_pruner(search: C.SearchConfig) -> optuna.pruners.BasePruner:
-    if search.pruner == "median" and search.kind not in ("grid", "kfold"):
-        return optuna.pruners.MedianPruner(n_startup_trials=search.pruner_startup_trials,
-                                           n_warmup_steps=search.pruner_warmup_steps)
-    if search.pruner == "halving" and search.kind not in ("grid", "kfold"):
+    if search.kind == "kfold" or search.pruner == "none":  # folds are not competitors
+        return optuna.pruners.NopPruner()
+    if search.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
-    if search.pruner != "none" and search.kind == "grid":
-        return optuna.pruners.MedianPruner(n_startup_trials=search.pruner_startup_trials,
-                                           n_warmup_steps=search.pruner_warmup_steps)
-    return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=search.pruner_startup_trials,
+                                       n_warmup_steps=search.pruner_warmup_steps)
 
 
 def open_study(search: C.SearchConfig, sweep_dir: Path) -> optuna.Study:
