@@ -12,19 +12,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
-import torch.distributed as dist
 
 from orchestrator import batches, chaos, state as S
 from orchestrator.build import Components
+from orchestrator.evaluate import evaluate, to_device
 from orchestrator.health import LayerStats, first_non_finite_gradient
-from orchestrator.losses import compute_loss, count_correct, predictions_in
 from orchestrator.monitors import Monitors, generalisation_gap
 from orchestrator.reporting import Reporter
-from orchestrator.stats import Flush, RowMetrics, StepStats, Throughput, all_reduce_sum
+from orchestrator.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
 
 
 @dataclass
@@ -37,13 +36,6 @@ class FitResult:
     timing: Dict[str, float] = field(default_factory=dict)
 
 
-def to_device(pair, device: torch.device):
-    x, y = pair
-    if device.type == "cpu":
-        return x, y  # already there; .to() would still cost a few microseconds per step
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
 def micro_batch_groups(index_batches, k: int):
     group: List[torch.Tensor] = []
     for idx in index_batches:
@@ -51,81 +43,6 @@ def micro_batch_groups(index_batches, k: int):
         if len(group) == k:
             yield group
             group = []
-
-
-@torch.no_grad()
-def sync_buffers(module: torch.nn.Module) -> None:
-    """Rank 0's buffers (batch-norm statistics) on every rank, so all ranks evaluate one model: the one
-    checkpoints hold. Training updates each rank's statistics from its own shard after DDP's broadcast."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
-
-
-@torch.no_grad()
-def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, prefix: str,
-             model: Optional[torch.nn.Module] = None) -> Dict[str, float]:
-    """Exact loss/accuracy over a whole split: each rank a disjoint shard, then one all-reduce."""
-    model = model or c.module  # the bare module: no DDP collectives, shards may differ in length
-    sync_buffers(model)  # collective: every rank evaluates at the same step
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=c.device)
-    correct = torch.zeros((), dtype=torch.float64, device=c.device)
-    count = 0
-    for idx in batches.eval_batches(len(view), c.rank, c.plan.world_size, c.cfg.data.batch_size):
-        x, y = to_device(view.batch(idx), c.device)
-        with c.stepper.autocast():
-            output = model(x)
-        n = predictions_in(output, c.loss_kind)
-        loss_sum += compute_loss(c.loss_kind, output, y).double() * n
-        hits = count_correct(c.loss_kind, output, y)
-        if hits is not None:
-            correct += hits.double()
-        count += n
-        r.progress(step, prefix)
-    total_loss, total_correct, total = all_reduce_sum([loss_sum.item(), correct.item(), float(count)], c.device)
-    metrics = {f"{prefix}/loss": total_loss / max(total, 1)}
-    if c.loss_kind != "mse":
-        metrics[f"{prefix}/accuracy"] = total_correct / max(total, 1)
-    return metrics
-
-
-def row_scalars(row: RowMetrics) -> Dict[str, float]:
-    values = {
-        "train/loss": row.loss,
-        "train/loss_max_rank": row.loss_max_rank,
-        "train/lr": row.lr,
-        "train/samples_per_sec": row.samples / row.seconds if row.seconds > 0 else 0.0,
-    }
-    if row.accuracy is not None:
-        values["train/accuracy"] = row.accuracy
-    return values
-
-
-def flush_scalars(flush: Flush, samples_per_step: int) -> Dict[str, float]:
-    """Once per flush (about a second): gradient norm, global batch, per-worker step-time split."""
-    values = {"train/global_batch": float(samples_per_step)}
-    if flush.grad_norm is not None:
-        values["train/grad_norm"] = flush.grad_norm
-    for key, per_rank in flush.per_rank.items():
-        name = key[:-2]  # data_s -> data
-        for rank, seconds_per_step in enumerate(per_rank):
-            values[f"worker/{rank}/{name}_ms"] = 1000.0 * seconds_per_step
-    step_s = flush.per_rank.get("step_s") or []
-    for rank, seconds_per_step in enumerate(step_s):
-        if seconds_per_step > 0:
-            values[f"worker/{rank}/data_wait_pct"] = 100.0 * flush.per_rank["data_s"][rank] / seconds_per_step
-    return values
-
-
-def time_split(totals: Dict[str, List[float]]) -> Dict[str, float]:
-    """Where the slowest rank's step time went over the run, in percent (data wait, compute, optimizer)."""
-    step = totals.get("step_s")
-    if not step or max(step) <= 0:
-        return {}
-    slowest = max(range(len(step)), key=lambda rank: step[rank])
-    return {f"{key[:-2]}_pct": 100.0 * totals[key][slowest] / step[slowest]
-            for key in ("data_s", "compute_s", "optimizer_s") if key in totals}
 
 
 class TrainWindow:
@@ -376,7 +293,7 @@ class Loop:
         self.throughput.shift_clock(paused)
 
     def finish(self) -> FitResult:
-        c, r, st = self.c, self.r, self.state
+        r, st = self.r, self.state
         self.close_and_flush()  # the partial logging window
         if not self.stopped_on_request:  # asked to stop (Ctrl-C, pruning): checkpoint and go
             self.validate()

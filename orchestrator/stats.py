@@ -158,6 +158,44 @@ def rows_for(flush: Flush, log_every: int) -> int:
     return max(1, min(MAX_ROWS, int(FLUSH_TARGET_S / seconds_per_row)))
 
 
+def row_scalars(row: RowMetrics) -> Dict[str, float]:
+    values = {
+        "train/loss": row.loss,
+        "train/loss_max_rank": row.loss_max_rank,
+        "train/lr": row.lr,
+        "train/samples_per_sec": row.samples / row.seconds if row.seconds > 0 else 0.0,
+    }
+    if row.accuracy is not None:
+        values["train/accuracy"] = row.accuracy
+    return values
+
+
+def flush_scalars(flush: Flush, samples_per_step: int) -> Dict[str, float]:
+    """Once per flush (about a second): gradient norm, global batch, per-worker step-time split."""
+    values = {"train/global_batch": float(samples_per_step)}
+    if flush.grad_norm is not None:
+        values["train/grad_norm"] = flush.grad_norm
+    for key, per_rank in flush.per_rank.items():
+        name = key[:-2]  # data_s -> data
+        for rank, seconds_per_step in enumerate(per_rank):
+            values[f"worker/{rank}/{name}_ms"] = 1000.0 * seconds_per_step
+    step_s = flush.per_rank.get("step_s") or []
+    for rank, seconds_per_step in enumerate(step_s):
+        if seconds_per_step > 0:
+            values[f"worker/{rank}/data_wait_pct"] = 100.0 * flush.per_rank["data_s"][rank] / seconds_per_step
+    return values
+
+
+def time_split(totals: Dict[str, List[float]]) -> Dict[str, float]:
+    """Where the slowest rank's step time went over the run, in percent (data wait, compute, optimizer)."""
+    step = totals.get("step_s")
+    if not step or max(step) <= 0:
+        return {}
+    slowest = max(range(len(step)), key=lambda rank: step[rank])
+    return {f"{key[:-2]}_pct": 100.0 * totals[key][slowest] / step[slowest]
+            for key in ("data_s", "compute_s", "optimizer_s") if key in totals}
+
+
 def all_reduce_sum(values: List[float], device: torch.device) -> List[float]:
     """Sum a few numbers over ranks (used by evaluation). A sync point."""
     t = torch.tensor(values, dtype=torch.float64, device=device)

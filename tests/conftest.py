@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import psutil
 import pytest
 
 # Before anything imports ray: Ray's temp dir (short path: unix socket names have a length limit).
@@ -73,3 +76,38 @@ def compose(*overrides: str):
 # Small, fast runs for end-to-end tests.
 FAST = ("trainer.max_epochs=2", "trainer.log_every_n_steps=2", "checkpoint.every_epoch=true",
         "fault_tolerance.hang_timeout_s=60")
+
+
+# ----------------------------------------------------------------------------- command-line runs
+def processes_using(ray_tmp: Path):
+    """Processes started for a run: they carry its Ray temp dir in their command line or environment."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(ray_tmp) in " ".join(proc.info["cmdline"] or []) or \
+                    proc.environ().get("RAY_TMPDIR") == str(ray_tmp):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def wait_until_gone(ray_tmp: Path, seconds: float = 15.0):
+    deadline = time.time() + seconds
+    while time.time() < deadline and processes_using(ray_tmp):
+        time.sleep(0.5)
+    return processes_using(ray_tmp)
+
+
+def train_command(run_dir: Path, *overrides: str):
+    return [sys.executable, "-m", "orchestrator.train", f"hydra.run.dir={run_dir}", *overrides]
+
+
+@pytest.fixture
+def own_ray_env():
+    """A Ray temp dir of the run's own (short: unix socket paths are limited to 107 bytes)."""
+    ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp)
+    env.pop("RAY_ADDRESS", None)
+    yield env
+    shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -10,8 +10,7 @@ import pytest
 
 from pathlib import Path
 
-from tests.conftest import REPO
-from tests.test_cli import own_ray_env, wait_until_gone  # noqa: F401 (fixture)
+from tests.conftest import REPO, wait_until_gone
 
 pytestmark = pytest.mark.ray
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, read_scalars
-from tests.test_cli import own_ray_env, train_command, wait_until_gone  # noqa: F401 (fixture)
+from tests.conftest import REPO, read_scalars, train_command, wait_until_gone
 
 pytestmark = pytest.mark.ray
 

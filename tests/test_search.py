@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator
-from tests.conftest import REPO
-from tests.test_cli import own_ray_env, train_command, wait_until_gone  # noqa: F401 (fixture)
+from tests.conftest import REPO, train_command, wait_until_gone
 
 pytestmark = pytest.mark.ray
 
