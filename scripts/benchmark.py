@@ -395,7 +395,8 @@ def chart(summary: list, path: Path) -> None:
     by_key = {(s["workload"], s["workers"], s["runner"]): s for s in summary}
     width = 0.8 / max(1, len(runners))
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 1.8 * len(groups) + 2), 8), sharex=True)
-    panels = [("samples_per_sec", "steady throughput (global samples/s, higher is better)", "{:,.0f}"),
+    # Throughput as a ratio to torchrun: absolute samples/s differ by 100x between workloads.
+    panels = [("throughput_ratio", "steady throughput vs torchrun (higher is better)", "{:.2f}"),
               ("startup_s", "start-up: command start to first optimizer step (s, lower is better)", "{:.1f}")]
     for ax, (key, title, label_fmt) in zip(axes, panels):
         for i, runner in enumerate(runners):
@@ -407,6 +408,8 @@ def chart(summary: list, path: Path) -> None:
                     ys.append(s[key])
             bars = ax.bar(xs, ys, width, color=COLORS[runner])
             ax.bar_label(bars, labels=[label_fmt.format(y) for y in ys], fontsize=7, rotation=90, padding=2)
+        if key == "throughput_ratio":
+            ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.6)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.25)  # room for the bar labels
