@@ -4,6 +4,7 @@ on threads of the workers that do not train."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class Supervisor:
                     first_failure_at = first_failure_at or time.time()
             now = time.time()
             if failures and (not pending or now - first_failure_at > FAILURE_GRACE_S):
-                return Outcome("failed", failure=root_cause(failures), last_step=self.last_step())
+                return Outcome("failed", failure=self.at_gang_step(root_cause(failures)), last_step=self.last_step())
             if not pending and not failures:
                 self.drain_sink()  # the final records (rank 0 waited for their delivery)
                 return Outcome("finished", result=results.get(0), last_step=self.last_step())
@@ -129,6 +130,13 @@ class Supervisor:
 
     def last_step(self) -> int:
         return max((hb["step"] for hb in self.heartbeats.values()), default=0)
+
+    def at_gang_step(self, failure: Failure) -> Failure:
+        """A dead process reported its step up to a poll interval before it died; the survivors,
+        polled since and stuck in the step after its last, know how far the gang got."""
+        if failure.kind != Kind.WORKER_DIED:
+            return failure  # an exception carries its exact step
+        return dataclasses.replace(failure, step=max(failure.step, self.last_step()))
 
     def failure_from(self, err: Exception, rank: int) -> Failure:
         info = self.group.infos[rank]

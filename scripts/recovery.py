@@ -33,7 +33,9 @@ def worker_processes(started_after: float):
 def one_run(run_dir: Path, checkpoint_every: int, steps: int, rng: random.Random) -> dict:
     import orchestrator
 
-    kill_at = rng.randint(checkpoint_every, steps // 2)
+    # The driver sees metrics about a second after the workers log them, so the kill lands a few hundred
+    # steps later: aim early enough that it lands before the run ends.
+    kill_at = rng.randint(checkpoint_every, steps // 3)
     killed = {}
     started = time.time() - 1.0
 
@@ -41,14 +43,19 @@ def one_run(run_dir: Path, checkpoint_every: int, steps: int, rng: random.Random
         if not killed and step >= kill_at:
             victim = rng.choice(worker_processes(started))
             os.kill(victim.pid, signal.SIGKILL)
-            killed["step"] = step
+            killed.update(step=step, pid=victim.pid, cmdline=victim.info["cmdline"][0].strip())
 
     result = orchestrator.run(["model=mlp", f"trainer.max_steps={steps}", "trainer.max_epochs=1000",
                                "trainer.log_every_n_steps=5", f"checkpoint.every_n_steps={checkpoint_every}",
                                "checkpoint.every_epoch=false"],
                               run_dir=run_dir, show_progress=False, on_metrics=kill)
+    if len(result.summary["restarts"]) != 1:
+        raise RuntimeError(f"expected one restart after killing pid {killed.get('pid')} "
+                           f"({killed.get('cmdline')}), got {result.summary['restarts']}; "
+                           f"stop reason {result.summary.get('stop_reason')}")
     (restart,) = result.summary["restarts"]
-    return {"killed_at": killed["step"], "resumed_from": restart["resume_step"],
+    return {"kill_sent_at": killed["step"], "killed_at": restart["step"],
+            "resumed_from": restart["resume_step"], "rank": restart["rank"],
             "steps_lost": restart["steps_lost"], "recovery_s": restart["recovery_s"],
             "steps": result.summary["steps"]}
 
@@ -57,7 +64,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--checkpoint-every", type=int, default=25)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -72,7 +79,8 @@ def main() -> int:
             for i in range(args.runs):
                 row = one_run(Path(tmp) / f"run{i}", args.checkpoint_every, args.steps, rng)
                 rows.append(row)
-                print(f"run {i + 1}: killed at step {row['killed_at']}, resumed from {row['resumed_from']} "
+                print(f"run {i + 1}: kill sent when the driver saw step {row['kill_sent_at']}, "
+                      f"rank {row['rank']} died at step {row['killed_at']}, resumed from {row['resumed_from']} "
                       f"({row['steps_lost']} steps lost), first step {row['recovery_s']:.2f} s after the "
                       f"failure; finished {row['steps']} steps", flush=True)
     finally:
