@@ -113,8 +113,10 @@ def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path, log
     return overrides
 
 
-def child_env() -> dict:
+def child_env(ray_tmp: Path) -> dict:
     env = dict(os.environ)
+    # Each run's Ray session files go to its own temp dir, removed after the run (Ray leaves them behind).
+    env["RAY_TMPDIR"] = str(ray_tmp)
     # One thread per worker everywhere; the bench package and `models` importable in every process
     # (Ray's workers inherit this environment through the raylet).
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -162,13 +164,13 @@ def tree_pss(procs: list) -> int:
     return total
 
 
-def run_measured(cmd: list, log_path: Path, timeout: float, mem_interval: float) -> dict:
+def run_measured(cmd: list, log_path: Path, timeout: float, mem_interval: float, ray_tmp: Path) -> dict:
     """Spawn cmd, sample its process tree's memory until it exits, return timings and output."""
     seen: dict = {}
     peak = {"bytes": None, "samples": 0, "pss_reads": 0}
     with open(log_path, "w") as log:
         start_unix = time.time()  # just before spawning: the start-up clock starts here
-        proc = psutil.Popen(cmd, cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+        proc = psutil.Popen(cmd, cwd=ROOT, env=child_env(ray_tmp), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # own process group, so a timeout can end all of it
         stop = threading.Event()
         sampler = threading.Thread(target=sample_memory, args=(proc, mem_interval, stop, seen, peak), daemon=True)
@@ -243,6 +245,26 @@ def end_processes(procs: list) -> None:
             pass
 
 
+def processes_using(ray_tmp: Path) -> list:
+    """The Ray processes a run started: they carry its own RAY_TMPDIR (in their command line or environment)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(ray_tmp) in " ".join(proc.info["cmdline"] or []) or proc.environ().get("RAY_TMPDIR") == str(ray_tmp):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def end_ray_processes(ray_tmp: Path, seconds: float = 10.0) -> None:
+    """Let the run's Ray processes finish exiting (they write to ray_tmp until they do), then end the rest."""
+    leftovers = processes_using(ray_tmp)
+    if leftovers:
+        _, alive = psutil.wait_procs(leftovers, timeout=seconds)
+        end_processes(alive)
+
+
 def tagged_json(output: str, prefix: str):
     """The last line's JSON after `prefix` (Ray prefixes worker lines, so search within lines)."""
     found = None
@@ -261,15 +283,19 @@ def run_one(runner: str, workload: str, workers: int, rep: int, args, logs: Path
     name = f"{runner}_{workload}_w{workers}_r{rep}_n{args.num_samples}"
     row = {"runner": runner, "workload": workload, "workers": workers, "rep": rep,
            "status": "ok", "note": "", "log": str(logs / f"{name}.log")}
-    # Scratch space for the run (Hydra run dir, Ray Train storage), removed even if the run is ended.
+    # Scratch space for the run (Hydra run dir, Ray Train storage, Ray's session files), removed even if
+    # the run is ended. Ray's gets a short path of its own (its socket paths must stay under 108 bytes).
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_{runner}_"))
+    ray_tmp = Path(tempfile.mkdtemp(dir=args.ray_tmp_root))
     try:
         cmd = runner_command(runner, workload, workers, args, run_dir)
         row["cmd"] = cmd
-        m = run_measured(cmd, logs / f"{name}.log", args.timeout, args.mem_interval)
+        m = run_measured(cmd, logs / f"{name}.log", args.timeout, args.mem_interval, ray_tmp)
         result = parse_result(runner, m, run_dir, logs / f"{name}.summary.json")
     finally:
+        end_ray_processes(ray_tmp)
         shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
     peak = m["peak_mem_bytes"]
     row.update(start_unix=m["start_unix"], wall_s=m["wall_s"], peak_mem_mb=None if peak is None else peak / 2**20,
@@ -497,6 +523,14 @@ def versions() -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.ray_tmp_root = Path(tempfile.mkdtemp(prefix="rt"))
+    try:
+        return run_benchmark(args)
+    finally:
+        shutil.rmtree(args.ray_tmp_root, ignore_errors=True)
+
+
+def run_benchmark(args) -> int:
     logs = args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "reps": args.reps,

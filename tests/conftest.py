@@ -1,29 +1,17 @@
-"""Shared fixtures: one local Ray session for the whole suite, run dirs, event-file reading.
-
-Ray's session files go to a temp dir made for this test session (RAY_TMPDIR,
-inherited by the command-line runs the tests start) and removed at the end.
-"""
+"""Shared fixtures: one local Ray session for the whole suite, run dirs, a Ray temp dir per command-line run.
+Helpers the tests import live in tests/helpers.py: importing this file from a test would run it twice."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
-import psutil
 import pytest
 
-# Before anything imports ray: Ray's temp dir (short path: unix socket names have a length limit).
-RAY_TMP = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-os.environ["RAY_TMPDIR"] = RAY_TMP
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only, as the CLI does
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+from tests.helpers import RAY_TMP  # first: sets RAY_TMPDIR before anything imports ray
 
-REPO = Path(__file__).resolve().parent.parent
 # Logical CPUs of the shared session: more than the 2 cores, so that tests can run two gangs at once.
 SHARED_CPUS = 4
 
@@ -56,51 +44,6 @@ def ray_session():
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     return tmp_path / "run"
-
-
-def read_scalars(tb_dir: Path) -> Dict[str, List[Tuple[int, float]]]:
-    """All scalar series in a run's event files, read with TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def compose(*overrides: str):
-    from orchestrator.api import compose as compose_config
-
-    return compose_config(list(overrides))
-
-
-# Small, fast runs for end-to-end tests.
-FAST = ("trainer.max_epochs=2", "trainer.log_every_n_steps=2", "checkpoint.every_epoch=true",
-        "fault_tolerance.hang_timeout_s=60")
-
-
-# ----------------------------------------------------------------------------- command-line runs
-def processes_using(ray_tmp: Path):
-    """Processes started for a run: they carry its Ray temp dir in their command line or environment."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if str(ray_tmp) in " ".join(proc.info["cmdline"] or []) or \
-                    proc.environ().get("RAY_TMPDIR") == str(ray_tmp):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def wait_until_gone(ray_tmp: Path, seconds: float = 15.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline and processes_using(ray_tmp):
-        time.sleep(0.5)
-    return processes_using(ray_tmp)
-
-
-def train_command(run_dir: Path, *overrides: str):
-    return [sys.executable, "-m", "orchestrator.train", f"hydra.run.dir={run_dir}", *overrides]
 
 
 @pytest.fixture

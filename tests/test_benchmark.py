@@ -10,7 +10,7 @@ import pytest
 
 from pathlib import Path
 
-from tests.conftest import REPO, wait_until_gone
+from tests.helpers import REPO, wait_until_gone
 
 pytestmark = pytest.mark.ray
 

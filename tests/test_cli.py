@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, train_command, wait_until_gone
+from tests.helpers import REPO, train_command, wait_until_gone
 
 pytestmark = pytest.mark.ray
 

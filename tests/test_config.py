@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import ConfigError
-from tests.conftest import REPO, RAY_TMP, compose
+from tests.helpers import REPO, RAY_TMP, compose
 
 CONF = REPO / "conf"
 # Options that need a partner choice to make a valid run.

@@ -16,7 +16,7 @@ import pytest
 
 import orchestrator
 from orchestrator.launcher import RunFailed
-from tests.conftest import read_scalars
+from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.ray
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, read_scalars, train_command, wait_until_gone
+from tests.helpers import REPO, read_scalars, train_command, wait_until_gone
 
 pytestmark = pytest.mark.ray
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import orchestrator
-from tests.conftest import read_scalars
+from tests.helpers import read_scalars
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 

@@ -12,7 +12,7 @@ import pytest
 import orchestrator
 from orchestrator import data
 from orchestrator.worker_group import PlacementTimeout
-from tests.conftest import read_scalars
+from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.ray
 

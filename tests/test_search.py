@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator
-from tests.conftest import REPO, train_command, wait_until_gone
+from tests.helpers import REPO, train_command, wait_until_gone
 
 pytestmark = pytest.mark.ray
 
