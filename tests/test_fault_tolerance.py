@@ -37,7 +37,8 @@ def assert_continuous(tb_dir, last_step: int, every: int):
 
 
 def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path):
-    kill_at = random.randint(30, 100)  # the driver sees steps ~1 s late: the kill lands well before step 300
+    steps = 400
+    kill_at = random.randint(30, 100)  # the driver sees steps ~1 s late: the kill lands well before the end
     killed = {}
     started = time.time() - 1.0  # process start times have a coarse clock
 
@@ -47,11 +48,11 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path
             os.kill(victim.pid, signal.SIGKILL)
             killed.update(pid=victim.pid, step=step)
 
-    result = orchestrator.run(MLP_RUN + ["trainer.max_steps=300"], run_dir=tmp_path, show_progress=False,
+    result = orchestrator.run(MLP_RUN + [f"trainer.max_steps={steps}"], run_dir=tmp_path, show_progress=False,
                               on_metrics=kill_a_worker)
     assert killed, "the worker was never killed"
     assert result.status == "completed"
-    assert result.summary["steps"] == 300
+    assert result.summary["steps"] == steps
     (restart,) = result.summary["restarts"]
     assert restart["kind"] == "worker_died" and restart["action"] == "restart"
     # The failure is placed where the gang got (the survivors' step), not at the dead rank's last heartbeat,
@@ -59,7 +60,7 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path
     assert restart["step"] >= restart["resume_step"] and restart["step"] >= killed["step"]
     assert restart["steps_lost"] <= 10 + 5  # at most the work since the last checkpoint (+ one log window)
     assert restart["recovery_s"] > 0
-    assert_continuous(tmp_path / "tb", 300, 5)
+    assert_continuous(tmp_path / "tb", steps, 5)
     scalars = read_scalars(tmp_path / "tb")
     assert scalars["fault/failures"][-1][1] == 1.0
     assert scalars["fault/recovery_s"][0][1] == pytest.approx(restart["recovery_s"])
