@@ -188,8 +188,10 @@ def run_measured(cmd: list, log_path: Path, timeout: float, mem_interval: float,
         if timed_out:
             end_processes([proc, *safe_children(proc), *seen.values()])
         returncode = proc.wait()
-    # Whatever the command left behind (e.g. a Ray process that outlived its driver) is ours to end.
-    leftovers = [p for p in seen.values() if p.pid != proc.pid and p.is_running()]
+    # Whatever the command left behind is ours to end: descendants seen while sampling, and the Ray
+    # processes of its own RAY_TMPDIR (daemonised, they may never have been seen; they write there until gone).
+    found = {p.pid: p for p in [*seen.values(), *processes_using(ray_tmp)]}
+    leftovers = [p for p in found.values() if p.pid != proc.pid and p.is_running()]
     if leftovers:
         psutil.wait_procs(leftovers, timeout=10)
         end_processes(leftovers)
@@ -257,14 +259,6 @@ def processes_using(ray_tmp: Path) -> list:
     return found
 
 
-def end_ray_processes(ray_tmp: Path, seconds: float = 10.0) -> None:
-    """Let the run's Ray processes finish exiting (they write to ray_tmp until they do), then end the rest."""
-    leftovers = processes_using(ray_tmp)
-    if leftovers:
-        _, alive = psutil.wait_procs(leftovers, timeout=seconds)
-        end_processes(alive)
-
-
 def tagged_json(output: str, prefix: str):
     """The last line's JSON after `prefix` (Ray prefixes worker lines, so search within lines)."""
     found = None
@@ -293,7 +287,6 @@ def run_one(runner: str, workload: str, workers: int, rep: int, args, logs: Path
         m = run_measured(cmd, logs / f"{name}.log", args.timeout, args.mem_interval, ray_tmp)
         result = parse_result(runner, m, run_dir, logs / f"{name}.summary.json")
     finally:
-        end_ray_processes(ray_tmp)
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 

@@ -54,7 +54,7 @@ def one_run(run_dir: Path, checkpoint_every: int, steps: int, rng: random.Random
                            f"({killed.get('cmdline')}), got {result.summary['restarts']}; "
                            f"stop reason {result.summary.get('stop_reason')}")
     (restart,) = result.summary["restarts"]
-    return {"kill_sent_at": killed["step"], "killed_at": restart["step"],
+    return {"kill_sent_at": killed["step"], "died_at": restart["step"],
             "resumed_from": restart["resume_step"], "rank": restart["rank"],
             "steps_lost": restart["steps_lost"], "recovery_s": restart["recovery_s"],
             "steps": result.summary["steps"]}
@@ -80,7 +80,7 @@ def main() -> int:
                 row = one_run(Path(tmp) / f"run{i}", args.checkpoint_every, args.steps, rng)
                 rows.append(row)
                 print(f"run {i + 1}: kill sent when the driver saw step {row['kill_sent_at']}, "
-                      f"rank {row['rank']} died at step {row['killed_at']}, resumed from {row['resumed_from']} "
+                      f"rank {row['rank']} died at step {row['died_at']}, resumed from {row['resumed_from']} "
                       f"({row['steps_lost']} steps lost), first step {row['recovery_s']:.2f} s after the "
                       f"failure; finished {row['steps']} steps", flush=True)
     finally:
