@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -69,6 +70,9 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, as the command line does
+    # Ray's session files in a temp dir of our own (short: socket paths are limited), removed at the end.
+    ray_tmp = tempfile.mkdtemp(prefix="rr")
+    os.environ["RAY_TMPDIR"] = ray_tmp
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
@@ -85,6 +89,7 @@ def main() -> int:
                       f"failure; finished {row['steps']} steps", flush=True)
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     recovery = [r["recovery_s"] for r in rows]
     lost = [r["steps_lost"] for r in rows]
     print(f"\nrecovery (failure to first step after restart): median {statistics.median(recovery):.2f} s, "
