@@ -115,8 +115,9 @@ def orchestrator_overrides(workload: str, workers: int, args, run_dir: Path, log
 
 def child_env(ray_tmp: Path) -> dict:
     env = dict(os.environ)
-    # Each run's Ray session files go to its own temp dir, removed after the run (Ray leaves them behind).
-    env["RAY_TMPDIR"] = str(ray_tmp)
+    # Each run's temp files go to its own temp dir, removed after the run: Ray's session files and
+    # torchrun's torchelastic_* dirs would otherwise stay behind.
+    env["RAY_TMPDIR"] = env["TMPDIR"] = str(ray_tmp)
     # One thread per worker everywhere; the bench package and `models` importable in every process
     # (Ray's workers inherit this environment through the raylet).
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
