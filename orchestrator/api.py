@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from orchestrator import config as C
 from orchestrator.cluster import prefer_loopback
@@ -21,21 +21,28 @@ from orchestrator.cluster import prefer_loopback
 
 def compose(overrides: Sequence[str] = (), config_dir: Optional[Union[str, Path]] = None,
             config_name: str = "config") -> C.Config:
-    """The same composition and checks as the command line, without starting anything."""
+    """The same composition and checks as the command line, without starting anything.
+    ``config_dir``: a folder of the user's own YAMLs (conf/model/resnet.yaml, ...) composed with ours,
+    as ``--config-dir`` does on the command line."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    from orchestrator import config_store
+    from orchestrator.config import store as config_store
 
-    directory = Path(config_dir) if config_dir else config_store.CONF_DIR
+    overrides = list(overrides)
+    if config_dir is not None:
+        user_dir = Path(config_dir).expanduser().resolve()
+        if not user_dir.is_dir():
+            raise C.ConfigError(f"config_dir: no such folder: {user_dir}")
+        overrides.append(f"hydra.searchpath=[file://{user_dir}]")
     try:
         if GlobalHydra.instance().is_initialized() and config_dir is None:
             # Inside the command line's @hydra.main (e.g. composing search trials): reuse its set-up.
-            dict_cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            dict_cfg = hydra_compose(config_name=config_name, overrides=overrides)
         else:
-            with initialize_config_dir(config_dir=str(directory.resolve()), version_base=None):
-                dict_cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            with initialize_config_dir(config_dir=str(config_store.CONF_DIR), version_base=None):
+                dict_cfg = hydra_compose(config_name=config_name, overrides=overrides)
     except HydraException as err:
         raise config_store.composition_error(err) from None
     return config_store.freeze(dict_cfg)
@@ -48,18 +55,27 @@ def default_run_dir(root: Union[str, Path] = "outputs") -> Path:
 
 def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
         run_dir: Optional[Union[str, Path]] = None, show_progress: bool = True,
-        on_metrics: Optional[Callable[[int, Dict[str, float]], None]] = None):
+        on_metrics: Optional[Callable[[int, Dict[str, float]], None]] = None,
+        config_dir: Optional[Union[str, Path]] = None, **components: Any):
     """Train and return a ``RunResult`` (status, metrics, run_dir, summary).
 
-    ``on_metrics(step, values)`` is called on the driver for every batch of
-    reduced metrics as it arrives (e.g. to forward them elsewhere).
-    Raises ``ConfigError`` for bad configuration (before anything starts) and
-    ``RunFailed`` when the run fails beyond what fault tolerance recovers.
+    ``components`` are Python objects that replace config sections: ``model`` (an ``nn.Module``
+    class or factory), ``data`` (a function returning the datasets, or a DataModule class), ``loss``,
+    ``optimizer``, ``scheduler``, ``step``. They are shipped to the workers with cloudpickle and
+    built there; the section's own settings (``data.batch_size``, ``model.init``, ...) still apply.
+    ``config_dir`` adds a folder of the user's own YAMLs to the search path (like ``--config-dir``).
+    ``on_metrics(step, values)`` is called on the driver for every batch of reduced metrics as it
+    arrives (e.g. to forward them elsewhere). Raises ``ConfigError`` for bad configuration (before
+    anything starts) and ``RunFailed`` when the run fails beyond what fault tolerance recovers.
     """
-    cfg = config if config is not None else compose(overrides)
+    from orchestrator.components import registry
+
+    cfg = config if config is not None else compose(overrides, config_dir=config_dir)
     if config is not None and overrides:
         raise ValueError("pass either overrides or config, not both")
+    registry.user_objects(cfg, components)
     C.validate(cfg)  # a config object edited by hand is checked again
+    registry.check(cfg)
     prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.launcher import launch
 

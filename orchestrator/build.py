@@ -1,21 +1,24 @@
-"""Builds one rank's training components from the frozen config: model (DDP), optimizer,
-schedule, data shard and the step function."""
+"""Builds one rank's training components from the frozen config: data shard and loader, model
+(DDP), loss, metrics, step, optimizer and schedule. Every component goes through the same
+``_target_`` path (``components/``); this module only wires them together."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-import models
-from orchestrator import batches, config as C
-from orchestrator.data import DataBundle
-from orchestrator.optim import build_optimizer, build_scheduler, rebase_lr
+from orchestrator import config as C
+from orchestrator.components import losses, models, optimizers, registry, schedulers
+from orchestrator.components.metrics import MetricSet
+from orchestrator.components.steps import CustomStep, SupervisedStep
+from orchestrator.data import loader as L
+from orchestrator.data.module import DataModule, Splits, WorkerContext
 from orchestrator.plan import AttemptPlan
 from orchestrator.step import Stepper
-from orchestrator.weight_init import initialise
 
 
 @dataclass
@@ -27,17 +30,32 @@ class Components:
     model: torch.nn.Module        # the DDP wrapper (or the module itself with one rank)
     module: torch.nn.Module       # the bare model: what checkpoints hold
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: Any
     scaler: Optional[torch.amp.GradScaler]
     stepper: Stepper
-    train: batches.SplitView
-    val: Optional[batches.SplitView]
-    test: Optional[batches.SplitView]
-    sampler: batches.ResumableDistributedSampler
+    splits: Splits
+    loader_settings: L.LoaderSettings
+    sampler: L.ResumableDistributedSampler
     steps_per_epoch: int
     total_steps: int
-    loss_kind: str
+    batch_step: Any               # SupervisedStep or CustomStep: what a batch contributes
+    base_lr: float                # the optimizer's configured LR (elastic runs scale it)
     config_yaml: str
+
+    @property
+    def has_accuracy(self) -> bool:
+        return self.batch_step.has_accuracy
+
+    def train_loader(self, epoch: int):
+        """This epoch's loader; its worker processes' seeds follow (seed, rank, epoch), so a resumed
+        run's augmentations match an uninterrupted one's."""
+        batches = L.TrainBatches(self.sampler, self.loader_settings.batch_size)
+        seed = hash((self.cfg.trainer.seed, self.rank, epoch)) % 2**62
+        return L.make_loader(self.splits.train, batches, self.loader_settings, seed)
+
+    def eval_loader(self, dataset):
+        batches = L.EvalBatches(len(dataset), self.rank, self.plan.world_size, self.loader_settings.batch_size)
+        return L.make_loader(dataset, batches, self.loader_settings, seed=self.cfg.trainer.seed)
 
 
 def autocast_dtype(precision: str) -> Optional[torch.dtype]:
@@ -45,52 +63,63 @@ def autocast_dtype(precision: str) -> Optional[torch.dtype]:
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA
 
 
-def build_model(cfg: C.Config, bundle: DataBundle) -> torch.nn.Module:
-    hyper = {k: v for k, v in vars(cfg.model).items() if k not in ("name", "init")}
-    model = models.build(cfg.model.name, bundle.spec.input_shape, bundle.spec.num_outputs, **hyper)
-    initialise(model, cfg.model.init)
-    return model
+def build_step(cfg: C.Config, splits: Splits, device: torch.device):
+    loss_fn = losses.build_loss(registry.spec(cfg, "loss"), splits.info.task)
+    kind = losses.kind_of(loss_fn)
+    step_spec = registry.spec(cfg, "step")
+    metric_set = MetricSet.build(cfg.metrics, device)
+    built = registry.as_callable(step_spec, loss_fn=loss_fn, loss_kind=kind, metric_set=metric_set)
+    return built if isinstance(built, SupervisedStep) else CustomStep(built, step_spec.label), kind
 
 
-def build(cfg: C.Config, bundle: DataBundle, plan: AttemptPlan, rank: int, device: torch.device,
-          distributed: bool, config_yaml: str = "") -> Components:
-    # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
-    seed_everything(cfg.trainer.seed)
-    module = build_model(cfg, bundle).to(device)
-    if distributed:
-        model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        model = module
-    # Distinct per-rank streams from here on (dropout, augmentation), still reproducible.
-    seed_everything(cfg.trainer.seed + 1 + rank)
+def wrap_ddp(module: torch.nn.Module, device: torch.device, distributed: bool) -> torch.nn.Module:
+    if not distributed:
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    optimizer = build_optimizer(cfg.optimizer, module.parameters())
-    train = batches.SplitView(bundle, "train")
-    spe = batches.steps_per_epoch(len(train), plan.world_size, cfg.data.batch_size, plan.accumulate)
+
+def schedule_length(cfg: C.Config, train_size: int, plan: AttemptPlan) -> tuple:
+    batch = C.batch_size(cfg)
+    spe = L.steps_per_epoch(train_size, plan.world_size, batch, plan.accumulate)
     if spe == 0:
-        raise ValueError(f"data.batch_size={cfg.data.batch_size}: {len(train)} training samples cannot give "
+        raise ValueError(f"data.batch_size={batch}: {train_size} training samples cannot give "
                          f"one step of {plan.accumulate} batch(es) on each of {plan.world_size} workers")
     total = spe * cfg.trainer.max_epochs
     if cfg.trainer.max_steps is not None:
         total = min(total, cfg.trainer.max_steps)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, total, spe)
-    rebase_lr(scheduler, cfg.optimizer.lr * plan.lr_scale)
+    return spe, total
+
+
+def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device: torch.device,
+          distributed: bool, config_yaml: str = "") -> Components:
+    splits = data.setup(WorkerContext(rank, plan.world_size, cfg.trainer.seed))
+    batch_step, kind = build_step(cfg, splits, device)
+    # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
+    seed_everything(cfg.trainer.seed)
+    module = models.build_model(registry.spec(cfg, "model"), cfg.model, splits.info.input_shape,
+                                splits.info.num_outputs(kind)).to(device)
+    model = wrap_ddp(module, device, distributed)
+    # Distinct per-rank streams from here on (dropout, augmentation), still reproducible.
+    seed_everything(cfg.trainer.seed + 1 + rank)
+
+    optimizer = optimizers.build_optimizer(registry.spec(cfg, "optimizer"), module.parameters())
+    base_lr = optimizers.base_lr(optimizer)
+    spe, total = schedule_length(cfg, len(splits.train), plan)
+    scheduler = schedulers.build_scheduler(registry.spec(cfg, "scheduler"), optimizer, total, spe)
+    schedulers.rebase_lr(scheduler, base_lr * plan.lr_scale)
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
-    loss_kind = C.resolved_loss(cfg)
-    stepper = Stepper(model, optimizer, scheduler, loss_kind, device, autocast_dtype(cfg.trainer.precision),
-                      scaler, cfg.optimizer.clip_grad_norm, cfg.optimizer.clip_grad_value)
-    stepper.schedule_varies = not (cfg.scheduler.name == "constant" and cfg.scheduler.warmup_steps == 0)
-    sampler = batches.ResumableDistributedSampler(len(train), plan.world_size, rank, shuffle=True,
-                                                  seed=cfg.trainer.seed)
-    return Components(
-        cfg=cfg, plan=plan, rank=rank, device=device, model=model, module=module, optimizer=optimizer,
-        scheduler=scheduler, scaler=scaler, stepper=stepper, train=train,
-        val=batches.SplitView(bundle, "val") if bundle.num_samples("val") else None,
-        test=batches.SplitView(bundle, "test") if bundle.num_samples("test") else None,
-        sampler=sampler, steps_per_epoch=spe, total_steps=total, loss_kind=loss_kind, config_yaml=config_yaml)
+    stepper = Stepper(model, optimizer, scheduler, batch_step, device, autocast_dtype(cfg.trainer.precision),
+                      scaler, models.setting(cfg.optimizer, "clip_grad_norm", None),
+                      models.setting(cfg.optimizer, "clip_grad_value", None))
+    stepper.schedule_varies = getattr(scheduler, "varies", True)
+    sampler = L.ResumableDistributedSampler(len(splits.train), plan.world_size, rank, shuffle=True,
+                                            seed=cfg.trainer.seed)
+    return Components(cfg=cfg, plan=plan, rank=rank, device=device, model=model, module=module,
+                      optimizer=optimizer, scheduler=scheduler, scaler=scaler, stepper=stepper, splits=splits,
+                      loader_settings=L.LoaderSettings(cfg.data, device.type == "cuda"), sampler=sampler,
+                      steps_per_epoch=spe, total_steps=total, batch_step=batch_step, base_lr=base_lr,
+                      config_yaml=config_yaml)

@@ -1,24 +1,25 @@
-"""Evaluation: exact loss and accuracy over a whole split, each rank a disjoint shard."""
+"""Evaluation: exact loss and metrics over a whole split, each rank a disjoint shard."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.distributed as dist
 
-from orchestrator import batches
 from orchestrator.build import Components
-from orchestrator.losses import compute_loss, count_correct, predictions_in
 from orchestrator.reporting import Reporter
 from orchestrator.stats import all_reduce_sum
+from orchestrator.step import Totals
 
 
-def to_device(pair, device: torch.device):
-    x, y = pair
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch of any nesting (tensor, tuple, list, dict) on the device, copied asynchronously."""
     if device.type == "cpu":
-        return x, y  # already there; .to() would still cost a few microseconds per step
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return batch  # already there; .to() would still cost a few microseconds per step
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t, batch)
 
 
 @torch.no_grad()
@@ -31,30 +32,33 @@ def sync_buffers(module: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def evaluate(c: Components, view: batches.SplitView, r: Reporter, step: int, prefix: str,
+def evaluate(c: Components, dataset, r: Reporter, step: int, prefix: str,
              model: Optional[torch.nn.Module] = None) -> Dict[str, float]:
-    """Exact loss/accuracy over a whole split: each rank a disjoint shard, then one all-reduce."""
+    """Exact loss and metrics over a whole split: each rank a disjoint shard, then one all-reduce."""
     model = model or c.module  # the bare module: no DDP collectives, shards may differ in length
     sync_buffers(model)  # collective: every rank evaluates at the same step
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=c.device)
-    correct = torch.zeros((), dtype=torch.float64, device=c.device)
-    count = 0
-    for idx in batches.eval_batches(len(view), c.rank, c.plan.world_size, c.cfg.data.batch_size):
-        x, y = to_device(view.batch(idx), c.device)
+    metric_set = c.batch_step.metric_set
+    if metric_set:
+        metric_set.reset()  # the training window's state was reported at the flush before this
+    total = Totals()
+    for batch in c.eval_loader(dataset):
+        batch = to_device(batch, c.device)
         with c.stepper.autocast():
-            output = model(x)
-        n = predictions_in(output, c.loss_kind)
-        loss_sum += compute_loss(c.loss_kind, output, y).double() * n
-        hits = count_correct(c.loss_kind, output, y)
-        if hits is not None:
-            correct += hits.double()
-        count += n
+            result = c.batch_step(model, batch)
+        total.add(result, result.loss.detach().double())
         r.progress(step, prefix)
-    total_loss, total_correct, total = all_reduce_sum([loss_sum.item(), correct.item(), float(count)], c.device)
-    metrics = {f"{prefix}/loss": total_loss / max(total, 1)}
-    if c.loss_kind != "mse":
-        metrics[f"{prefix}/accuracy"] = total_correct / max(total, 1)
+    # The same names on every rank (a rank's shard may be empty): those the step reported in training.
+    names = list(getattr(c.batch_step, "metric_names", None) or [])
+    local = [float(total.loss_sum) if total.loss_sum is not None else 0.0,
+             float(total.correct) if total.correct is not None else 0.0, float(total.count)]
+    local += [float(total.metric_sums.get(name, 0.0)) for name in names]
+    sums = all_reduce_sum(local, c.device)
+    count = max(sums[2], 1)
+    metrics = {f"{prefix}/loss": sums[0] / count}
+    if c.has_accuracy:
+        metrics[f"{prefix}/accuracy"] = sums[1] / count
+    metrics.update({f"{prefix}/{name}": sums[3 + i] / count for i, name in enumerate(names)})
+    if metric_set:
+        metrics.update(metric_set.compute(prefix))  # collective (torchmetrics syncs across ranks)
     return metrics
-
-

@@ -20,7 +20,9 @@ from typing import Any, Dict, List, Optional
 
 from ray.exceptions import RayActorError, RayTaskError
 
-from orchestrator import config as C, data
+from orchestrator import config as C
+from orchestrator.components import registry
+from orchestrator.data.module import data_module
 from orchestrator.checkpoint import CheckpointStore, resolve_resume
 from orchestrator.cluster import RaySession
 from orchestrator.failure import Action, Failure, Kind, decide
@@ -80,7 +82,7 @@ class RunPaths:
 def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
            observer: Optional[MetricsObserver] = None, show_progress: bool = True,
            command_start: Optional[float] = None, hparams_experiment: bool = True) -> RunResult:
-    from orchestrator.config_store import to_yaml
+    from orchestrator.config.store import to_yaml
 
     started = command_start or time.time()
     paths = RunPaths(Path(run_dir))
@@ -96,20 +98,20 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
         # A fresh run would mix its checkpoints with the earlier run's (and restart from them).
         raise RunDirInUse(f"{paths.root} holds checkpoints of an earlier run: continue it with "
                           "trainer.resume=auto, or start a new run in another run dir")
-    data.check_sources(cfg)  # a missing data file fails here, before Ray starts
+    data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
+    data.check()  # a missing data file fails here, before Ray starts
     recorder, status, error = None, "failed", None
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
     # Importing torch and loading the data overlap with Ray's start (which mostly waits on its
     # processes), instead of adding to the time before the first step.
-    preparing = background.submit(prepare, cfg, paths, tensorboard_restart_step(paths, resume))
+    preparing = background.submit(prepare, data, paths, tensorboard_restart_step(paths, resume))
     try:
         # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
         with RaySession(cfg.cluster) as session, interrupt_handler(stop, view):
-            bundle, data_seconds, tb = preparing.result()
+            data_seconds, tb = preparing.result()
             recorder = Recorder(tb, view, observer=observer)
             recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
                                         "ray_start_s": session.seconds})
-            recorder.log.info["data_sizes"] = bundle.spec.sizes
             store.warn = lambda m: recorder.event(0, "checkpoint", m)
             for message in early_warnings:
                 recorder.event(resume[0].step if resume else 0, "checkpoint", message)
@@ -120,7 +122,7 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
             view.message(f"Run dir: {paths.root}   TensorBoard: tensorboard --logdir {paths.tensorboard}",
                          style="bold")
             view.start()
-            status = run_attempts(cfg, bundle, recorder, store, stop, view, resume, config_yaml)
+            status = run_attempts(cfg, data, recorder, store, stop, view, resume, config_yaml)
     except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once
         error, status = err, "interrupted"
         raise
@@ -156,32 +158,31 @@ def close_writer(preparing, recorder: Optional[Recorder], cfg: C.Config, summary
     """Hyperparameters with the final metrics, then close the event file (if it was ever opened)."""
     if not preparing.done() or preparing.exception() is not None:
         return
-    tb = preparing.result()[2]
+    tb = preparing.result()[1]
     if recorder is not None:
         tb.hparams(flatten(dataclasses.asdict(cfg)), summary["metrics"], write_experiment=hparams_experiment)
     tb.close()
 
 
-def prepare(cfg: C.Config, paths: RunPaths, resume_step: Optional[int]):
-    """Driver work that does not need Ray: load the data, open the TensorBoard writer, import the
-    worker code (and torch with it) so actors can be created the moment Ray is up."""
+def prepare(data, paths: RunPaths, resume_step: Optional[int]):
+    """Driver work that does not need Ray: prepare the data (in-memory data loads here), open the
+    TensorBoard writer, import the worker code (and torch with it) so actors can be created the
+    moment Ray is up."""
     with IMPORT_LOCK:  # torch must not be imported by two threads at once (concurrent search trials)
         import orchestrator.worker  # noqa: F401
 
     t0 = time.perf_counter()
-    bundle = data.load(cfg)
+    data.prepare()
     seconds = time.perf_counter() - t0
-    return bundle, seconds, TensorBoardSink(paths.tensorboard, resume_step=resume_step)
+    return seconds, TensorBoardSink(paths.tensorboard, resume_step=resume_step)
 
 
-def run_attempts(cfg: C.Config, bundle, recorder: Recorder, store: CheckpointStore, stop: StopSignal,
+def run_attempts(cfg: C.Config, data, recorder: Recorder, store: CheckpointStore, stop: StopSignal,
                  view: ProgressView, resume, config_yaml: str) -> str:
     import ray
 
-    from orchestrator.object_store import share
-
     t0 = time.perf_counter()
-    shared = share(bundle)  # once; every worker maps it from the object store
+    shared = data.to_workers()  # once; in-memory data goes to the object store, workers map it
     recorder.log.timing["data_share_s"] = time.perf_counter() - t0
     sink = start_run_sink(store)
     try:

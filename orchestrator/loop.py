@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from orchestrator import batches, chaos, state as S
+from orchestrator import chaos, config as C, state as S
 from orchestrator.build import Components
 from orchestrator.evaluate import evaluate, to_device
 from orchestrator.health import LayerStats, first_non_finite_gradient
@@ -36,13 +36,15 @@ class FitResult:
     timing: Dict[str, float] = field(default_factory=dict)
 
 
-def micro_batch_groups(index_batches, k: int):
-    group: List[torch.Tensor] = []
-    for idx in index_batches:
-        group.append(idx)
+def next_group(batches, k: int) -> Optional[List]:
+    """The next k batches of the epoch, or None when fewer than k are left (dropped, like the sampler's
+    last incomplete batch, so that every rank takes the same number of steps)."""
+    group = []
+    for batch in batches:
+        group.append(batch)
         if len(group) == k:
-            yield group
-            group = []
+            return group
+    return None
 
 
 class TrainWindow:
@@ -76,8 +78,8 @@ class Loop:
     def __init__(self, c: Components, r: Reporter, state: S.TrainState, best_weights=None):
         self.c, self.r, self.state = c, r, state
         cfg = c.cfg
-        self.samples_per_step = cfg.data.batch_size * c.plan.accumulate * c.plan.world_size
-        self.has_accuracy = c.loss_kind != "mse"
+        self.samples_per_step = C.batch_size(cfg) * c.plan.accumulate * c.plan.world_size
+        self.has_accuracy = c.has_accuracy
         self.stats = StepStats(c.device, has_accuracy=self.has_accuracy, log_every=cfg.trainer.log_every_n_steps)
         # Steady state: leave out the first 10% of the run's steps (at least 1, at most 200).
         self.throughput = Throughput(warmup_steps=min(200, max(1, c.total_steps // 10)))
@@ -118,9 +120,14 @@ class Loop:
         epoch_start = time.perf_counter()
         c.sampler.set_epoch(st.epoch)
         c.sampler.set_start(st.samples_in_epoch)
-        for group in micro_batch_groups(batches.train_batches(c.train, c.sampler, cfg.data.batch_size),
-                                        c.plan.accumulate):
-            self.train_step(group)
+        batches = iter(c.train_loader(st.epoch))
+        while True:
+            t0 = time.perf_counter()
+            group = next_group(batches, c.plan.accumulate)
+            if group is None:
+                break
+            micro = [to_device(batch, c.device) for batch in group]
+            self.train_step(micro, time.perf_counter() - t0)
             if self.stop_reason:
                 return
         st.epoch += 1
@@ -134,11 +141,8 @@ class Loop:
         if st.epoch >= cfg.trainer.max_epochs:
             self.stop("max_epochs")
 
-    def train_step(self, group: List[torch.Tensor]) -> None:
+    def train_step(self, micro: List, data_seconds: float) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
-        t0 = time.perf_counter()
-        micro = [to_device(c.train.batch(idx), c.device) for idx in group]
-        data_seconds = time.perf_counter() - t0
         step = st.step + 1
         chaos.before_step(cfg.chaos, c.rank, c.plan.attempt, step, c.stepper)
         log_now = self.first_step_pending() or step % cfg.trainer.log_every_n_steps == 0
@@ -156,7 +160,8 @@ class Loop:
             self.non_finite(step, result)
         else:
             self.consecutive_skips = 0
-            self.stats.add(result.loss_sum, result.correct, result.count, result.samples, result.times)
+            self.stats.add(result.loss_sum, result.correct, result.count, result.samples, result.times,
+                           result.metric_sums)
         self.throughput.step_done(self.samples_per_step)
         if self.first_step_pending():
             self.timing["first_step_unix"] = time.time()
@@ -208,6 +213,9 @@ class Loop:
         collective stop vote. Every rank calls it at the same step."""
         r = self.r
         flush = self.stats.flush(stop_vote=r.stop_reason() is not None)
+        metric_set = self.c.batch_step.metric_set
+        if metric_set and flush.rows:
+            flush.rows[-1].metrics.update(metric_set.compute())  # collective, like the flush
         steps = sum(row.steps for row in flush.rows)
         for key, per_rank in flush.per_rank.items():  # run totals, for the summary's time split
             totals = self.time_totals.setdefault(key, [0.0] * len(per_rank))
@@ -234,11 +242,11 @@ class Loop:
 
     def validate(self) -> None:
         c, r, st = self.c, self.r, self.state
-        if c.val is None or self.last_val_step == st.step:
+        if c.splits.val is None or self.last_val_step == st.step:
             return
         self.close_and_flush()  # the training window the generalisation gap is measured against
         self.pause()
-        metrics = evaluate(c, c.val, r, st.step, "val")
+        metrics = evaluate(c, c.splits.val, r, st.step, "val")
         self.resume()
         self.last_val_step = st.step
         st.last_val = metrics
@@ -248,7 +256,7 @@ class Loop:
 
     def apply_monitors(self, step: int, metrics: Dict[str, float], train: Dict[str, float]) -> None:
         m = self.monitors
-        if m.best.update(metrics, step) and self.c.test is not None and self.c.cfg.stopping.test_best:
+        if m.best.update(metrics, step) and self.c.splits.test is not None and self.c.cfg.stopping.test_best:
             self.best_weights = copy.deepcopy(self.c.module.state_dict())  # for the test split at the end
         if m.overfitting is not None:
             signal = m.overfitting.update(train.get("loss"), metrics.get("val/loss"))
@@ -312,13 +320,13 @@ class Loop:
     def test(self) -> Dict[str, float]:
         """The best model (by checkpoint.monitor) on the held-out test split."""
         c = self.c
-        if c.test is None or not c.cfg.stopping.test_best:
+        if c.splits.test is None or not c.cfg.stopping.test_best:
             return {}
         model = c.module
         if self.best_weights is not None:
             model = copy.deepcopy(c.module)
             model.load_state_dict(self.best_weights)
-        metrics = evaluate(c, c.test, self.r, self.state.step, "test", model=model)
+        metrics = evaluate(c, c.splits.test, self.r, self.state.step, "test", model=model)
         best = self.monitors.best
         metrics["test/best_step"] = float(best.step if best.step is not None else self.state.step)
         self.r.metrics(self.state.step, metrics)

@@ -40,6 +40,7 @@ class RowMetrics:
     steps: int
     seconds: float  # rank 0's wall time for the window
     lr: float
+    metrics: Dict[str, float] = field(default_factory=dict)  # a custom step's metrics, global means
 
 
 @dataclass
@@ -65,14 +66,20 @@ class StepStats:
         self.host_rows: List[List[float]] = []
         self.meta: List[tuple] = []  # (step, seconds, lr)
         self.grad_norm: Optional[torch.Tensor] = None
+        # A custom step's metrics: sums weighted by count, one column each after the fixed fields.
+        self.metric_names: List[str] = []
+        self.metric_sums: Optional[torch.Tensor] = None
+        self.metric_rows: List[torch.Tensor] = []
 
     @property
     def steps_in_window(self) -> int:
         return int(self.host[HOST_FIELDS.index("steps")])
 
     def add(self, loss_sum: torch.Tensor, correct: Optional[torch.Tensor], count: int, samples: int,
-            times: Dict[str, float]) -> None:
+            times: Dict[str, float], metric_sums: Optional[Dict[str, torch.Tensor]] = None) -> None:
         self.loss_sum += loss_sum.detach()
+        if metric_sums:
+            self.add_metrics(metric_sums)
         if correct is not None:
             self.correct += correct
         h = self.host
@@ -84,6 +91,12 @@ class StepStats:
         h[5] += times["optimizer_s"]
         h[6] += times["step_s"]
 
+    def add_metrics(self, metric_sums: Dict[str, torch.Tensor]) -> None:
+        if self.metric_sums is None:
+            self.metric_names = sorted(metric_sums)
+            self.metric_sums = torch.zeros(len(self.metric_names), dtype=torch.float64, device=self.device)
+        self.metric_sums += torch.stack([metric_sums[name].to(torch.float64) for name in self.metric_names])
+
     def flush_due_with_next_row(self) -> bool:
         return len(self.meta) + 1 >= self.rows_per_flush
 
@@ -93,6 +106,9 @@ class StepStats:
         self.device_rows.append(torch.stack([self.loss_sum, self.correct]))
         self.loss_sum.zero_()
         self.correct.zero_()
+        if self.metric_sums is not None:
+            self.metric_rows.append(self.metric_sums.clone())
+            self.metric_sums.zero_()
         self.host_rows.append(self.host)
         self.host = [0.0] * len(HOST_FIELDS)
         self.meta.append((step, now - self.window_started, lr))
@@ -107,17 +123,19 @@ class StepStats:
     def flush(self, stop_vote: bool) -> Flush:
         """Collective: every rank must call it at the same step. A host sync point."""
         if self.meta:
-            local = torch.cat([torch.stack(self.device_rows),
-                               torch.tensor(self.host_rows, dtype=torch.float64, device=self.device)], dim=1)
+            parts = [torch.stack(self.device_rows), torch.tensor(self.host_rows, dtype=torch.float64, device=self.device)]
+            if self.metric_rows:
+                parts.append(torch.stack(self.metric_rows))
+            local = torch.cat(parts, dim=1)
         else:  # nothing to report, but the stop vote still travels
-            local = torch.zeros(1, len(FIELDS), dtype=torch.float64, device=self.device)
+            local = torch.zeros(1, len(FIELDS) + len(self.metric_names), dtype=torch.float64, device=self.device)
         local[:, INDEX["stop"]] = float(stop_vote)
         table = gather(local)  # (world, rows, fields), on the host
-        result = summarise(table, self.meta, self.has_accuracy)
+        result = summarise(table, self.meta, self.has_accuracy, self.metric_names)
         result.grad_norm = self.grad_norm.item() if self.grad_norm is not None else None
         if result.rows:
             self.rows_per_flush = rows_for(result, self.log_every)
-        self.device_rows, self.host_rows, self.meta, self.grad_norm = [], [], [], None
+        self.device_rows, self.host_rows, self.meta, self.grad_norm, self.metric_rows = [], [], [], None, []
         return result
 
 
@@ -129,7 +147,7 @@ def gather(local: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).cpu()
 
 
-def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool) -> Flush:
+def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool, metric_names: List[str] = ()) -> Flush:
     """(world, rows, fields) -> per-row global figures and per-rank step timings, all at once."""
     col = {name: table[:, :, i] for name, i in INDEX.items()}
     stop = bool(col["stop"].max().item() > 0)
@@ -141,8 +159,11 @@ def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool) -> Flu
     accuracy = (col["correct"].sum(0) / count).tolist() if has_accuracy else [None] * len(meta)
     samples = col["samples"].sum(0).tolist()
     steps = col["steps"].max(0).values.tolist()
+    metric_means = {name: (table[:, :, len(FIELDS) + j].sum(0) / count).tolist()
+                    for j, name in enumerate(metric_names)}
     rows = [RowMetrics(step=m[0], loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
-                       samples=int(samples[i]), steps=int(steps[i]), seconds=m[1], lr=m[2])
+                       samples=int(samples[i]), steps=int(steps[i]), seconds=m[1], lr=m[2],
+                       metrics={name: means[i] for name, means in metric_means.items()})
             for i, m in enumerate(meta)]
     steps_per_rank = col["steps"].sum(1).clamp(min=1)
     per_rank = {key: (col[key].sum(1) / steps_per_rank).tolist() for key in TIMES}
@@ -167,6 +188,7 @@ def row_scalars(row: RowMetrics) -> Dict[str, float]:
     }
     if row.accuracy is not None:
         values["train/accuracy"] = row.accuracy
+    values.update({f"train/{name}": value for name, value in row.metrics.items()})
     return values
 
 

@@ -11,12 +11,11 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from orchestrator.health import sentinel_parameter
-from orchestrator.losses import compute_loss, count_correct, predictions_in
 
 
 @dataclass
@@ -25,9 +24,29 @@ class StepResult:
     correct: Optional[torch.Tensor]
     count: int                        # predictions
     samples: int
+    metric_sums: Dict[str, torch.Tensor]  # a custom step's metrics, times their batch's count
     grad_norm: Optional[torch.Tensor]  # total norm before clipping, when asked for
     finite: bool                      # False: gradients were not finite and the update was skipped
     times: Dict[str, float]
+
+
+class Totals:
+    """Sums over a step's micro-batches, kept as tensors (no host sync)."""
+
+    def __init__(self):
+        self.loss_sum = self.correct = None
+        self.count = self.samples = 0
+        self.metric_sums: Dict[str, torch.Tensor] = {}
+
+    def add(self, result, loss: torch.Tensor) -> None:
+        weighted = loss * result.count
+        self.loss_sum = weighted if self.loss_sum is None else self.loss_sum + weighted
+        if result.correct is not None:
+            self.correct = result.correct if self.correct is None else self.correct + result.correct
+        for name, value in result.metrics.items():
+            self.metric_sums[name] = self.metric_sums.get(name, 0) + value * result.count
+        self.count += result.count
+        self.samples += result.samples
 
 
 class CudaPhases:
@@ -52,13 +71,13 @@ class CudaPhases:
 
 
 class Stepper:
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_kind: str,
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, batch_step,
                  device: torch.device, autocast_dtype: Optional[torch.dtype] = None, scaler=None,
                  clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.loss_kind = loss_kind
+        self.batch_step = batch_step  # (model, batch) -> BatchResult: the loss and metrics of one batch
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.scaler = scaler
@@ -79,8 +98,7 @@ class Stepper:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def step(self, micro_batches: List[Tuple[torch.Tensor, torch.Tensor]], want_grad_norm: bool,
-             data_seconds: float) -> StepResult:
+    def step(self, micro_batches: List[Any], want_grad_norm: bool, data_seconds: float) -> StepResult:
         t0 = time.perf_counter()
         if self.cuda_phases is not None:
             self.cuda_phases.mark(0)
@@ -88,28 +106,20 @@ class Stepper:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         k = len(micro_batches)
-        loss_sum = correct = None
-        count = samples = 0
-        for i, (x, y) in enumerate(micro_batches):
-            last = i == k - 1
+        total = Totals()
+        for i, batch in enumerate(micro_batches):
             # Only the last micro-batch all-reduces gradients.
+            last = i == k - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
             with sync:
                 with self.autocast():
-                    output = self.model(x)
-                    loss = compute_loss(self.loss_kind, output, y)
+                    result = self.batch_step(self.model, batch)
+                loss = result.loss
                 if self.loss_hook is not None:
                     loss = self.loss_hook(loss)
                 scaled = loss / k if k > 1 else loss
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            n = predictions_in(output, self.loss_kind)
-            weighted = loss.detach() * n
-            loss_sum = weighted if loss_sum is None else loss_sum + weighted
-            c = count_correct(self.loss_kind, output.detach(), y)
-            if c is not None:
-                correct = c if correct is None else correct + c
-            count += n
-            samples += x.shape[0]
+            total.add(result, loss.detach())
         t1 = time.perf_counter()
         if self.cuda_phases is not None:
             self.cuda_phases.mark(1)
@@ -120,7 +130,7 @@ class Stepper:
             self.cuda_phases.mark(2)
             # On a GPU the split comes from events (one step late); the step's wall time stays the host's.
             compute, optimizer = self.cuda_phases.previous_seconds() or (compute, optimizer)
-        return StepResult(loss_sum, correct, count, samples, grad_norm, finite,
+        return StepResult(total.loss_sum, total.correct, total.count, total.samples, total.metric_sums, grad_norm, finite,
                           {"data_s": data_seconds, "compute_s": compute, "optimizer_s": optimizer,
                            "step_s": data_seconds + t2 - t0})
 

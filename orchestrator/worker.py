@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from orchestrator import config as C
 from orchestrator.failure import TrainingError
-from orchestrator.optim import rebase_lr
+from orchestrator.components.schedulers import rebase_lr
 from orchestrator.plan import AttemptPlan
 from orchestrator.reporting import Reporter
 
@@ -127,21 +127,20 @@ class Worker:
 
     def run(self, cfg: C.Config, data, plan: AttemptPlan, resume: Optional[bytes],
             config_yaml: str = "", sink=None) -> Dict[str, Any]:
-        """Train. ``data`` is a SharedBundle (object-store references) or, without Ray, a DataBundle."""
+        """Train. ``data`` is the run's DataModule (its datasets are built here, on the worker)."""
         from orchestrator import loop, state as S
         from orchestrator.build import build
-        from orchestrator.object_store import SharedBundle, fetch
 
         started = time.time()
-        bundle = fetch(data) if isinstance(data, SharedBundle) else data
         self.train_thread = threading.get_ident()
         # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
         self.reporter = RayReporter(self.rank, sink) if self.rank == 0 else Reporter(self.rank, False)
         self.reporter.progress(0, "starting")
         device = self.device(cfg)
-        components = build(cfg, bundle, plan, self.rank, device, distributed=self.world_size > 1,
+        components = build(cfg, data, plan, self.rank, device, distributed=self.world_size > 1,
                            config_yaml=config_yaml)
-        self.reporter.info({"attempt": plan.attempt, "startup": {"worker_build_s": time.time() - started}})
+        self.reporter.info({"attempt": plan.attempt, "data_sizes": components.splits.info.sizes,
+                            "startup": {"worker_build_s": time.time() - started}})
         train_state, best_model = None, None
         if resume is not None:
             payload = S.load_payload(resume)
@@ -149,7 +148,7 @@ class Worker:
                                     components.scaler, self.rank, self.world_size, cfg.trainer.seed, plan.attempt)
             best_model = payload.get("best_model")
             # The checkpoint's schedule carries the old base LR; this attempt's may differ (elastic).
-            rebase_lr(components.scheduler, cfg.optimizer.lr * plan.lr_scale)
+            rebase_lr(components.scheduler, components.base_lr * plan.lr_scale)
         try:
             result = loop.fit(components, self.reporter, train_state, best_model)
         except Exception as err:

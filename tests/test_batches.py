@@ -1,4 +1,5 @@
-"""Worker-side batching: the resumable sampler, eval shards, text windows, steps per epoch."""
+"""Worker-side batching: the resumable sampler, batch samplers, eval shards, in-memory datasets, the
+DataLoader over them, steps per epoch."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from orchestrator import batches as B
 from orchestrator import config as C
-from orchestrator import data as D
+from orchestrator.data import builtin as D, loader as B, memory as M
+from orchestrator.data.module import DataInfo
 
 
 def sampler(n, world, rank, epoch=0, start=0, seed=0, shuffle=True) -> B.ResumableDistributedSampler:
@@ -53,7 +54,7 @@ def test_resume_continues_the_global_order_without_repeats_or_skips(w_before, w_
     seen = []
     for rank in range(w_before):
         shard = sampler(n, w_before, rank, epoch=epoch)
-        seen += [i for idx in list(B.train_batches(None, shard, batch))[:done] for i in idx.tolist()]
+        seen += [i for idx in list(B.TrainBatches(shard, batch))[:done] for i in idx]
     consumed = done * batch * w_before
     assert sorted(seen) == sorted(order[:consumed])
 
@@ -75,10 +76,11 @@ def test_set_start_is_counted_in_the_epoch_order_not_per_rank():
 
 def test_train_batches_are_full_and_drop_the_incomplete_last_batch():
     shard = sampler(50, 2, 1)
-    got = list(B.train_batches(None, shard, 7))
+    got = list(B.TrainBatches(shard, 7))
     assert len(got) == 25 // 7 == 3
     assert all(len(b) == 7 for b in got)
-    assert torch.cat(got).tolist() == shard.local_indices()[:21].tolist()
+    assert sum(got, []) == shard.local_indices()[:21].tolist()
+    assert len(B.TrainBatches(shard, 7)) == 3
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -86,14 +88,14 @@ def test_train_batches_are_full_and_drop_the_incomplete_last_batch():
 def test_eval_batches_cover_every_sample_exactly_once_across_ranks(n, world, batch):
     everything = []
     for rank in range(world):
-        for idx in B.eval_batches(n, rank, world, batch):
+        for idx in B.EvalBatches(n, rank, world, batch):
             assert 0 < len(idx) <= batch
-            everything += idx.tolist()
+            everything += idx
     assert sorted(everything) == list(range(n))
 
 
 # ----------------------------------------------------------------------------- split views
-def text_bundle(tmp_path, block=6) -> D.DataBundle:
+def text_bundle(tmp_path, block=6) -> M.DataBundle:
     path = tmp_path / "t.txt"
     path.write_text("".join(chr(ord("a") + (i * 7) % 26) for i in range(200)))
     cfg = C.Config(model=C.GPTConfig(), data=C.TextConfig(path=str(path), block_size=block),
@@ -103,10 +105,11 @@ def text_bundle(tmp_path, block=6) -> D.DataBundle:
 
 def test_text_batches_are_windows_with_targets_shifted_by_one(tmp_path):
     bundle = text_bundle(tmp_path, block=6)
-    view = B.SplitView(bundle, "train")
-    assert len(view) == bundle.spec.sizes["train"]
+    view = M.split_dataset(bundle, "train")
+    assert len(view) == bundle.info.sizes["train"]
     idx = torch.tensor([0, 3, len(view) - 1])
-    x, y = view.batch(idx)
+    x, y = view.__getitems__(idx.tolist())
+    assert torch.equal(view[3][0], x[1]) and torch.equal(view[3][1], y[1])
     assert x.shape == y.shape == (3, 6)
     assert torch.equal(y[:, :-1], x[:, 1:])
     tokens = torch.as_tensor(bundle.arrays["tokens"])
@@ -119,10 +122,9 @@ def test_text_batches_are_windows_with_targets_shifted_by_one(tmp_path):
 def test_labelled_batches_gather_inputs_with_their_labels():
     x = np.arange(40, dtype=np.float32).reshape(10, 2, 2)
     y = np.arange(10, dtype=np.int64) * 3
-    spec = D.DataSpec(task="classification", input_shape=(2, 2), num_outputs=30, num_classes=30,
-                      sizes={"train": 10})
-    bundle = D.DataBundle(spec, {"x_train": x, "y_train": y})
-    xb, yb = B.SplitView(bundle, "train").batch(torch.tensor([7, 2]))
+    info = DataInfo(task="classification", input_shape=(2, 2), num_classes=30, sizes={"train": 10})
+    bundle = M.DataBundle(info, {"x_train": x, "y_train": y})
+    xb, yb = M.split_dataset(bundle, "train").__getitems__([7, 2])
     assert torch.equal(xb, torch.from_numpy(x[[7, 2]]))
     assert yb.tolist() == [21, 6]
 
@@ -130,13 +132,13 @@ def test_labelled_batches_gather_inputs_with_their_labels():
 def test_views_over_read_only_shared_arrays_do_not_warn_or_copy():
     x = np.ones((4, 3), dtype=np.float32)
     x.setflags(write=False)  # as arrays mapped from Ray's object store
-    spec = D.DataSpec(task="regression", input_shape=(3,), num_outputs=1, num_classes=None, sizes={"train": 4})
-    bundle = D.DataBundle(spec, {"x_train": x, "y_train": x[:, :1]})
+    info = DataInfo(task="regression", input_shape=(3,), num_targets=1, sizes={"train": 4})
+    bundle = M.DataBundle(info, {"x_train": x, "y_train": x[:, :1]})
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        view = B.SplitView(bundle, "train")
+        view = M.split_dataset(bundle, "train")
     assert view.x.data_ptr() == x.ctypes.data
 
 
@@ -156,5 +158,52 @@ def test_steps_per_epoch(num_train, world, batch, accumulate, expected):
 def test_steps_per_epoch_matches_what_the_sampler_and_batches_deliver():
     n, world, batch, accumulate = 1000, 3, 16, 2
     shard = sampler(n, world, 0)
-    micro = len(list(B.train_batches(None, shard, batch)))
+    micro = len(list(B.TrainBatches(shard, batch)))
     assert micro // accumulate == B.steps_per_epoch(n, world, batch, accumulate)
+
+
+# ----------------------------------------------------------------------------- the DataLoader path
+class Squares(torch.utils.data.Dataset):
+    """A user's map-style dataset of dict samples (no batched __getitems__)."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return {"x": torch.tensor([float(i)]), "y": torch.tensor(float(i * i))}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_user_dataset_is_read_by_the_dataloader_in_this_ranks_order(num_workers):
+    shard = sampler(40, 2, 1, epoch=1)
+    settings = B.LoaderSettings({"batch_size": 4, "num_workers": num_workers}, on_gpu=False)
+    batches = list(B.make_loader(Squares(), B.TrainBatches(shard, 4), settings, seed=0))
+    assert len(batches) == 5 and batches[0]["x"].shape == (4, 1)
+    seen = torch.cat([b["x"][:, 0] for b in batches]).long().tolist()
+    assert seen == shard.local_indices().tolist()
+    assert all(torch.equal(b["y"], b["x"][:, 0] ** 2) for b in batches)
+
+
+def test_in_memory_datasets_gather_a_whole_batch_in_one_call_through_the_dataloader():
+    x = np.arange(24, dtype=np.float32).reshape(12, 2)
+    dataset = M.ArrayDataset(x, np.arange(12))
+    shard = sampler(12, 1, 0, shuffle=False)
+    settings = B.LoaderSettings({"batch_size": 5}, on_gpu=False)
+    (xb, yb), (xb2, yb2) = list(B.make_loader(dataset, B.TrainBatches(shard, 5), settings, seed=0))
+    assert torch.equal(xb, torch.from_numpy(x[:5])) and yb.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_pinned_memory_only_on_a_gpu_worker():
+    assert B.LoaderSettings({"pin_memory": True}, on_gpu=False).pin_memory is False
+    assert B.LoaderSettings({}, on_gpu=True).pin_memory is True
+    assert B.LoaderSettings({"pin_memory": False}, on_gpu=True).pin_memory is False
+
+
+def test_iterating_a_loader_leaves_the_global_rng_alone():
+    """Dropout draws from the global RNG: a loader created mid-epoch after a resume must not shift it."""
+    settings = B.LoaderSettings({"batch_size": 4}, on_gpu=False)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    iter(B.make_loader(Squares(), B.TrainBatches(sampler(40, 1, 0), 4), settings, seed=1))
+    assert torch.equal(torch.rand(3), expected)

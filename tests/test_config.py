@@ -19,6 +19,14 @@ PARTNERS = {
     ("data", "text"): ["model=gpt"],
     ("data", "mnist"): ["data.path=/nonexistent"],  # the path is checked when data loads, not here
     ("data", "synthetic_regression"): ["model=mlp"],
+    ("loss", "mse"): ["data=synthetic_regression", "model=mlp"],
+    ("loss", "bce"): ["data=synthetic_classification", "data.num_classes=2"],
+    # A user's component in place of a built-in: an import path and its arguments.
+    ("model", "custom"): ["model._target_=models.mlp.MLP", "+model.hidden_sizes=[8]"],
+    ("data", "custom"): ["data._target_=orchestrator.data.builtin.Digits"],
+    ("loss", "custom"): ["loss._target_=torch.nn.CrossEntropyLoss", "+loss.label_smoothing=0.1"],
+    ("optimizer", "custom"): ["optimizer._target_=torch.optim.Adagrad", "+optimizer.lr=0.01"],
+    ("scheduler", "custom"): ["scheduler._target_=torch.optim.lr_scheduler.ConstantLR"],
 }
 
 
@@ -77,8 +85,10 @@ def test_unknown_key_or_wrong_type_names_the_key(override, key):
 def test_cross_group_mismatch_is_rejected():
     with pytest.raises(ConfigError, match="model"):
         compose("model=gpt")  # gpt needs text data
-    with pytest.raises(ConfigError, match="trainer.loss"):
-        compose("data=synthetic_regression", "model=mlp", "trainer.loss=cross_entropy")
+    with pytest.raises(ConfigError, match=r"^loss must be mse"):
+        compose("data=synthetic_regression", "model=mlp", "loss=cross_entropy")
+    with pytest.raises(ConfigError, match=r"^loss must be mse"), pytest.warns(FutureWarning, match="trainer.loss"):
+        compose("data=synthetic_regression", "model=mlp", "trainer.loss=cross_entropy")  # the deprecated key
     with pytest.raises(ConfigError, match="trainer.precision"):
         compose("trainer.precision=fp16")  # fp16 needs a GPU
 

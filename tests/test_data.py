@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from orchestrator import config as C
-from orchestrator import data as D
+from orchestrator.data import builtin as D
+from orchestrator.data.memory import DataBundle
 
 
-def make_config(data: C.DataConfig, model: C.ModelConfig = None, seed: int = 0, loss: str = "auto") -> C.Config:
+def make_config(data: C.DataConfig, model: C.ModelConfig = None, seed: int = 0,
+                loss: C.LossConfig = None) -> C.Config:
     if model is None:
         model = C.GPTConfig() if data.name == "text" else C.MLPConfig()
     return C.Config(model=model, data=data, optimizer=C.AdamConfig(), scheduler=C.ConstantSchedulerConfig(),
-                    trainer=C.TrainerConfig(seed=seed, loss=loss))
+                    loss=loss or C.AutoLossConfig(), trainer=C.TrainerConfig(seed=seed))
 
 
 def rows_with_labels(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -27,7 +29,7 @@ def rows_with_labels(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return table[np.lexsort(table.T[::-1])]
 
 
-def all_splits(bundle: D.DataBundle, key: str) -> np.ndarray:
+def all_splits(bundle: DataBundle, key: str) -> np.ndarray:
     return np.concatenate([bundle.arrays[f"{key}_{s}"] for s in ("train", "val", "test")])
 
 
@@ -43,8 +45,8 @@ def test_split_indices_are_disjoint_and_cover_everything(n, val, test):
 # ----------------------------------------------------------------------------- digits
 def test_digits_has_1797_8x8_images_in_0_1_across_the_splits():
     bundle = D.load(make_config(C.DigitsConfig(val_fraction=0.2, test_fraction=0.1)))
-    spec = bundle.spec
-    assert (spec.task, spec.input_shape, spec.num_outputs, spec.num_classes) == \
+    spec = bundle.info
+    assert (spec.task, spec.input_shape, spec.num_outputs('cross_entropy'), spec.num_classes) == \
            ("classification", (1, 8, 8), 10, 10)
     assert sum(spec.sizes.values()) == 1797
     assert spec.sizes == {s: bundle.num_samples(s) for s in ("train", "val", "test")}
@@ -72,10 +74,10 @@ def test_digits_fast_path_reads_exactly_what_scikit_learn_loads():
 
 def test_digits_resized_to_28_feeds_a_784_input_model():
     bundle = D.load(make_config(C.DigitsConfig(image_size=28)))
-    assert bundle.spec.input_shape == (1, 28, 28)
+    assert bundle.info.input_shape == (1, 28, 28)
     assert bundle.arrays["x_train"].shape[1:] == (1, 28, 28)
     assert bundle.arrays["x_train"].dtype == np.float32
-    assert sum(bundle.spec.sizes.values()) == 1797
+    assert sum(bundle.info.sizes.values()) == 1797
 
 
 def test_digits_split_depends_on_the_seed_only():
@@ -98,9 +100,9 @@ def test_random_labels_shuffles_train_labels_but_keeps_their_multiset():
 
 
 def test_bce_gets_a_single_output_logit():
-    cfg = make_config(C.SyntheticClassificationConfig(num_classes=2, num_samples=50), loss="bce")
-    spec = D.load(cfg).spec
-    assert (spec.num_outputs, spec.num_classes) == (1, 2)
+    cfg = make_config(C.SyntheticClassificationConfig(num_classes=2, num_samples=50), loss=C.BCEConfig())
+    info = D.load(cfg).info
+    assert (info.num_outputs("bce"), info.num_classes) == (1, 2)
 
 
 # ----------------------------------------------------------------------------- IDX / MNIST
@@ -155,8 +157,8 @@ def write_mnist(folder: Path, n: int, gz: bool, n_labels: int = None):
 def test_load_mnist_from_a_folder_of_idx_files(tmp_path, gz):
     images, labels = write_mnist(tmp_path, 40, gz)
     bundle = D.load(make_config(C.MNISTConfig(path=str(tmp_path), val_fraction=0.25)))
-    spec = bundle.spec
-    assert (spec.input_shape, spec.num_outputs, spec.num_classes) == ((1, 28, 28), 10, 10)
+    spec = bundle.info
+    assert (spec.input_shape, spec.num_outputs('cross_entropy'), spec.num_classes) == ((1, 28, 28), 10, 10)
     assert spec.sizes == {"test": 0, "val": 10, "train": 30}
     x = all_splits(bundle, "x")
     assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
@@ -180,27 +182,27 @@ def test_load_mnist_with_more_images_than_labels_names_data_path(tmp_path):
 TEXT = "the quick brown fox jumps over the lazy dog\n" * 6  # 264 characters
 
 
-def load_text(tmp_path, text=TEXT, **options) -> D.DataBundle:
+def load_text(tmp_path, text=TEXT, **options) -> DataBundle:
     path = tmp_path / "corpus.txt"
     path.write_text(text, encoding="utf-8")
     return D.load(make_config(C.TextConfig(path=str(path), **options)))
 
 
-def decode(bundle: D.DataBundle, tokens) -> str:
-    return "".join(bundle.spec.vocabulary[t] for t in tokens)
+def decode(bundle: DataBundle, tokens) -> str:
+    return "".join(bundle.info.vocabulary[t] for t in tokens)
 
 
 def test_text_vocabulary_is_the_sorted_characters_and_tokens_decode_back(tmp_path):
     bundle = load_text(tmp_path, block_size=8)
-    assert bundle.spec.vocabulary == sorted(set(TEXT))
-    assert bundle.spec.num_outputs == len(set(TEXT)) == bundle.spec.num_classes
+    assert bundle.info.vocabulary == sorted(set(TEXT))
+    assert bundle.info.num_outputs('cross_entropy') == len(set(TEXT)) == bundle.info.num_classes
     assert decode(bundle, bundle.arrays["tokens"]) == TEXT
 
 
 def test_text_windows_fit_inside_their_contiguous_split(tmp_path):
     block = 8
     bundle = load_text(tmp_path, block_size=block, val_fraction=0.2, test_fraction=0.1)
-    spec, n = bundle.spec, len(TEXT)
+    spec, n = bundle.info, len(TEXT)
     assert (spec.task, spec.input_shape) == ("language", (block,))
     n_train = n - int(n * 0.2) - int(n * 0.1)
     bounds = {"train": (0, n_train), "val": (n_train, n - int(n * 0.1)), "test": (n - int(n * 0.1), n)}
@@ -238,7 +240,7 @@ def test_default_corpus_is_the_python_stdlib_and_loads_offline():
     text = decode(bundle, tokens)
     assert text == D.default_corpus(20_000)
     assert "def " in text and "import " in text
-    assert bundle.spec.sizes["train"] == len(range(0, 16_000 - 32, 32))
+    assert bundle.info.sizes["train"] == len(range(0, 16_000 - 32, 32))
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -246,9 +248,9 @@ def test_synthetic_classification_sizes_shapes_and_separable_classes():
     data = C.SyntheticClassificationConfig(num_samples=600, num_features=6, num_classes=3, class_sep=8.0,
                                            sample_shape=[2, 3], val_fraction=0.25)
     bundle = D.load(make_config(data))
-    assert bundle.spec.input_shape == (2, 3)
-    assert bundle.spec.sizes == {"test": 0, "val": 150, "train": 450}
-    assert (bundle.spec.num_outputs, bundle.spec.num_classes) == (3, 3)
+    assert bundle.info.input_shape == (2, 3)
+    assert bundle.info.sizes == {"test": 0, "val": 150, "train": 450}
+    assert (bundle.info.num_outputs('cross_entropy'), bundle.info.num_classes) == (3, 3)
     x_train, y_train = bundle.arrays["x_train"].reshape(450, 6), bundle.arrays["y_train"]
     x_val, y_val = bundle.arrays["x_val"].reshape(150, 6), bundle.arrays["y_val"]
     assert x_train.dtype == np.float32 and y_train.dtype == np.int64
@@ -262,8 +264,8 @@ def test_synthetic_classification_sizes_shapes_and_separable_classes():
 def test_synthetic_regression_is_linear_plus_the_configured_noise():
     data = C.SyntheticRegressionConfig(num_samples=400, num_features=5, num_targets=2, noise=0.0)
     bundle = D.load(make_config(data))
-    spec = bundle.spec
-    assert (spec.task, spec.input_shape, spec.num_outputs, spec.num_classes) == ("regression", (5,), 2, None)
+    spec = bundle.info
+    assert (spec.task, spec.input_shape, spec.num_outputs('mse'), spec.num_classes) == ("regression", (5,), 2, None)
     x, y = all_splits(bundle, "x"), all_splits(bundle, "y")
     assert x.shape == (400, 5) and y.shape == (400, 2) and y.dtype == np.float32
     weights, *_ = np.linalg.lstsq(x, y, rcond=None)

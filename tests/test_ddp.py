@@ -12,7 +12,9 @@ import io
 import pytest
 import torch
 
-from orchestrator import config as C, data, loop
+from orchestrator import config as C, loop
+from orchestrator.components import registry
+from orchestrator.data.module import data_module
 from orchestrator.build import build
 from orchestrator.plan import AttemptPlan
 from orchestrator.reporting import Reporter
@@ -33,9 +35,10 @@ def mlp_config(batch_size: int, world: int, accumulate: int = 1, steps: int = 6)
 
 
 def train_and_return_weights(rank: int, world: int, cfg: C.Config):
-    bundle = data.load(cfg)
+    data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
+    data.prepare()
     plan = AttemptPlan(attempt=0, world_size=world, accumulate=cfg.trainer.accumulate_grad_batches)
-    components = build(cfg, bundle, plan, rank, torch.device("cpu"), distributed=world > 1)
+    components = build(cfg, data, plan, rank, torch.device("cpu"), distributed=world > 1)
     reporter = Reporter(rank, keeps_records=rank == 0)
     result = loop.fit(components, reporter)
     weights = {k: v.clone() for k, v in components.module.state_dict().items()}

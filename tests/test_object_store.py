@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import config as C, data
-from orchestrator.batches import ChunkedRows, SplitView
-from orchestrator.object_store import fetch, share
+from orchestrator import config as C
+from orchestrator.data import builtin as data
+from orchestrator.data.memory import ChunkedRows, ChunkSource, split_dataset
+from orchestrator.data.object_store import fetch, share
 
 pytestmark = pytest.mark.ray
 
@@ -24,14 +25,14 @@ def large_config(samples: int) -> C.Config:
 def test_a_large_split_is_put_in_chunks_that_workers_map_read_only(ray_session):
     bundle = data.load(large_config(12_000))  # ~130 MiB of training rows
     source = bundle.arrays["x_train"]
-    assert isinstance(source, data.ChunkSource)
+    assert isinstance(source, ChunkSource)
     shared = share(bundle)
     assert len(shared.refs["x_train"]) == -(-len(source) // source.rows_per_chunk) > 1
     assert len(shared.refs["x_val"]) == 1  # 13 MiB: one piece
     mapped = fetch(shared)
     for chunk in mapped.arrays["x_train"]:
         assert not chunk.flags.writeable and not chunk.flags.owndata  # a view of shared memory
-    view = SplitView(mapped, "train")
+    view = split_dataset(mapped, "train")
     assert isinstance(view.x, ChunkedRows)
     first_chunk = mapped.arrays["x_train"][0]
     assert view.x.chunks[0].data_ptr() == first_chunk.ctypes.data  # the tensor is that same memory
@@ -40,7 +41,7 @@ def test_a_large_split_is_put_in_chunks_that_workers_map_read_only(ray_session):
 def test_chunked_rows_gather_like_one_array(ray_session):
     bundle = data.load(large_config(12_000))
     whole = torch.from_numpy(bundle.materialized().arrays["x_train"])
-    rows = SplitView(fetch(share(bundle)), "train").x
+    rows = split_dataset(fetch(share(bundle)), "train").x
     indices = torch.randint(0, len(whole), (256,), generator=torch.Generator().manual_seed(0))
     assert len(rows) == len(whole)
     assert torch.equal(rows[indices], whole[indices])
@@ -50,4 +51,4 @@ def test_small_arrays_stay_whole(ray_session):
     bundle = data.load(large_config(500))
     mapped = fetch(share(bundle))
     assert isinstance(mapped.arrays["x_train"], np.ndarray)
-    assert isinstance(SplitView(mapped, "train").x, torch.Tensor)
+    assert isinstance(split_dataset(mapped, "train").x, torch.Tensor)

@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from orchestrator import config as C
-from orchestrator.optim import build_optimizer, build_scheduler, lr_factor, rebase_lr
+from orchestrator.components.optimizers import build_optimizer
+from orchestrator.components.schedulers import build_scheduler, rebase_lr
 
 
 # ----------------------------------------------------------------------------- schedules
+def lr_factor(cfg, step, total, spe):
+    """The multiplier of optimizer.lr before optimizer step ``step``, from the schedule the config builds."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return build_scheduler(cfg, optimizer, total_steps=total, steps_per_epoch=spe).lr_lambdas[0](step)
+
+
 @pytest.mark.parametrize("cfg,step,total,spe,expected", [
     # constant
     (C.ConstantSchedulerConfig(), 0, 100, 10, 1.0),
@@ -55,9 +62,19 @@ def test_step_schedule_with_zero_steps_per_epoch_does_not_divide_by_zero():
     assert lr_factor(C.StepSchedulerConfig(step_epochs=2, gamma=0.5), 4, 10, 0) == 0.25
 
 
-def test_unknown_schedule_names_scheduler_name():
-    with pytest.raises(ValueError, match=r"scheduler\.name"):
-        lr_factor(C.SchedulerConfig(name="linear"), 3, 10, 2)
+def test_a_schedule_that_cannot_be_imported_names_scheduler_target():
+    with pytest.raises(C.ConfigError, match=r"scheduler\._target_"):
+        lr_factor({"_target_": "orchestrator.components.schedulers.linear"}, 3, 10, 2)
+
+
+def test_any_torch_scheduler_works_by_target():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "gamma": 0.5},
+                                optimizer, total_steps=10, steps_per_epoch=5)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
 
 
 def test_scheduler_sets_the_optimizer_lr_from_lr_factor_at_every_step():
@@ -96,9 +113,14 @@ def test_each_optimizer_name_builds_its_torch_class_with_the_configured_values(c
     assert [id(p) for p in group["params"]] == [id(p) for p in ps]
 
 
-def test_unknown_optimizer_names_optimizer_name():
-    with pytest.raises(ValueError, match=r"optimizer\.name"):
-        build_optimizer(C.OptimizerConfig(name="lion"), params())
+def test_an_optimizer_that_cannot_be_imported_names_optimizer_target():
+    with pytest.raises(C.ConfigError, match=r"optimizer\._target_.*Lion"):
+        build_optimizer({"_target_": "torch.optim.Lion", "lr": 0.1}, params())
+
+
+def test_any_torch_optimizer_works_by_target_and_clipping_is_not_passed_to_it():
+    optimizer = build_optimizer({"_target_": "torch.optim.Adagrad", "lr": 0.05, "clip_grad_norm": 1.0}, params())
+    assert type(optimizer) is torch.optim.Adagrad and optimizer.param_groups[0]["lr"] == 0.05
 
 
 # ----------------------------------------------------------------------------- rebase

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import orchestrator
-from orchestrator import data
+from orchestrator.data import builtin as data
 from orchestrator.worker_group import PlacementTimeout
 from tests.helpers import read_scalars
 
@@ -119,7 +119,7 @@ def test_run_from_a_config_object_returns_metrics_and_run_dir(ray_session, tmp_p
 def test_character_gpt_learns_from_the_default_text_corpus(ray_session, tmp_path):
     overrides = ["model=gpt", "data=text", "data.max_chars=200000", "trainer.max_steps=40",
                  "trainer.val_every_n_steps=20", "trainer.log_every_n_steps=5"]
-    vocabulary = data.load(orchestrator.compose(overrides)).spec.num_outputs
+    vocabulary = data.load(orchestrator.compose(overrides)).info.num_classes
     result = orchestrator.run(overrides, run_dir=tmp_path, show_progress=False)
     losses = [value for _, value in read_scalars(tmp_path / "tb")["train/loss"]]
     assert losses[0] == pytest.approx(math.log(vocabulary), rel=0.15)  # starts near uniform over characters

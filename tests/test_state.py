@@ -16,7 +16,8 @@ import torch
 import models
 from orchestrator import config as C
 from orchestrator import state as S
-from orchestrator.optim import build_optimizer, build_scheduler
+from orchestrator.components.optimizers import build_optimizer
+from orchestrator.components.schedulers import build_scheduler
 
 SCHEDULE = C.CosineSchedulerConfig(warmup_steps=2, min_lr_ratio=0.1)
 

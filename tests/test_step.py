@@ -9,8 +9,9 @@ import torch
 
 import models
 from orchestrator import config as C
-from orchestrator.losses import compute_loss
-from orchestrator.optim import build_scheduler
+from orchestrator.components.losses import CrossEntropy
+from orchestrator.components.steps import SupervisedStep
+from orchestrator.components.schedulers import build_scheduler
 from orchestrator.step import Stepper
 
 CPU = torch.device("cpu")
@@ -25,7 +26,7 @@ def stepper(model, optimizer="sgd", lr=0.1, **options) -> Stepper:
     opt = (torch.optim.SGD(model.parameters(), lr=lr) if optimizer == "sgd"
            else torch.optim.Adam(model.parameters(), lr=lr))
     scheduler = build_scheduler(C.ConstantSchedulerConfig(), opt, total_steps=10, steps_per_epoch=10)
-    return Stepper(model, opt, scheduler, "cross_entropy", CPU, **options)
+    return Stepper(model, opt, scheduler, SupervisedStep(CrossEntropy(), "cross_entropy"), CPU, **options)
 
 
 def batch(n, seed=1):
@@ -48,7 +49,7 @@ def total_norm(tensors):
 def reference_grads(model, x, y):
     """Plain gradients of the mean loss on (x, y), on a copy of the model."""
     twin = copy.deepcopy(model)
-    compute_loss("cross_entropy", twin(x), y).backward()
+    CrossEntropy()(twin(x), y).backward()
     return [p.grad.clone() for p in twin.parameters()]
 
 
@@ -75,7 +76,7 @@ def test_accumulating_k_micro_batches_equals_one_step_on_their_concatenation(k):
 def test_step_returns_the_summed_loss_and_advances_the_schedule():
     model = mlp()
     x, y = batch(12)
-    expected_mean = compute_loss("cross_entropy", model(x), y).item()
+    expected_mean = CrossEntropy()(model(x), y).item()
     s = stepper(model)
     result = s.step([(x[:6], y[:6]), (x[6:], y[6:])], want_grad_norm=False, data_seconds=0.25)
     assert result.loss_sum.item() == pytest.approx(expected_mean * 12, rel=1e-5)

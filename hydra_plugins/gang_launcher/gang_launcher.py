@@ -50,7 +50,7 @@ class PreparedJob:
 
 def prepare(task_cfg: DictConfig) -> PreparedJob:
     """run_job's task function: validate and freeze the job's config; training happens later."""
-    from orchestrator.config_store import freeze
+    from orchestrator.config.store import freeze
 
     hydra_cfg = HydraConfig.get()
     return PreparedJob(number=hydra_cfg.job.num, overrides=list(hydra_cfg.overrides.task),

@@ -1,10 +1,11 @@
 """Registers the typed schemas with Hydra's ConfigStore and freezes composed configs.
 
-Each YAML file in ``conf/<group>/`` starts from a schema stored here
-(``defaults: [/schema/<group>/<name>@_here_]``), so Hydra rejects unknown keys
-and wrong types while composing. ``freeze`` then turns the composed DictConfig
-into plain dataclasses, which runs the value checks; only plain dataclasses
-cross into Ray.
+Each built-in YAML file in ``conf/<group>/`` starts from a schema stored here
+(``defaults: [/schema/<group>/<name>@_here_]``), so Hydra rejects unknown keys and wrong types
+while composing. A user's YAML (in their own ``--config-dir``) may instead be a plain
+``_target_`` node. ``freeze`` turns the composed DictConfig into plain dataclasses (and dicts for
+user nodes), which runs the value checks, then checks every user component's import path and
+signature; only plain data crosses into Ray.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator import config as C
+from orchestrator.components import losses, models, optimizers, registry, schedulers
+from orchestrator.data import builtin
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 SCHEMAS = {
-    "model": [C.MLPConfig, C.CNNConfig, C.GPTConfig],
-    "data": [C.DigitsConfig, C.MNISTConfig, C.SyntheticClassificationConfig,
-             C.SyntheticRegressionConfig, C.TextConfig],
-    "optimizer": [C.SGDConfig, C.AdamConfig, C.AdamWConfig, C.RMSPropConfig],
-    "scheduler": [C.ConstantSchedulerConfig, C.StepSchedulerConfig, C.CosineSchedulerConfig],
+    "model": models.SCHEMAS,
+    "data": builtin.SCHEMAS,
+    "loss": losses.SCHEMAS,
+    "optimizer": optimizers.SCHEMAS,
+    "scheduler": schedulers.SCHEMAS,
 }
 SINGLE_SCHEMAS = {
     "trainer": C.TrainerConfig,
@@ -62,10 +65,24 @@ def freeze(cfg: DictConfig) -> C.Config:
     if not isinstance(frozen, C.Config):
         raise C.ConfigError(f"config: expected the orchestrator's schema, got {type(frozen).__name__}")
     reject_unknown_keys(frozen)
+    apply_deprecated_keys(frozen)
+    registry.check(frozen)
     return frozen
 
 
-def reject_unknown_keys(obj, prefix: str = "") -> None:
+def apply_deprecated_keys(cfg: C.Config) -> None:
+    """Old keys keep working for one release, with a message saying what replaces them."""
+    import warnings
+
+    if cfg.trainer.loss is not None:
+        warnings.warn(f"trainer.loss is deprecated: use loss={cfg.trainer.loss} (the loss group)", FutureWarning,
+                      stacklevel=2)
+        cfg.loss = next(s for s in losses.SCHEMAS if s.name == cfg.trainer.loss)()
+        cfg.trainer.loss = None
+        C.check_combination(cfg)
+
+
+def reject_unknown_keys(obj, prefix: str = "") -> None:  # noqa: D401
     """Hydra's ``+key=value`` can add keys a schema does not have; they would be silently ignored."""
     if not dataclasses.is_dataclass(obj):
         return
@@ -85,7 +102,18 @@ def composition_error(err: Exception) -> C.ConfigError:
 
 
 def to_yaml(cfg: C.Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The resolved config as YAML; a Python object given to ``orchestrator.run`` shows as its import path."""
+    return OmegaConf.to_yaml(OmegaConf.create(plain(dataclasses.asdict(cfg))))
+
+
+def plain(value):
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
 
 
 register()

@@ -12,19 +12,20 @@ from typing import Dict, List
 
 import ray
 
-from orchestrator.data import ChunkSource, DataBundle, DataSpec
+from orchestrator.data.memory import ChunkSource, DataBundle
+from orchestrator.data.module import DataInfo
 
 
 @dataclass
 class SharedBundle:
-    """What workers receive: the spec and object references (a few bytes, not the data)."""
-    spec: DataSpec
+    """What workers receive: the data info and object references (a few bytes, not the data)."""
+    info: DataInfo
     refs: Dict[str, List[ray.ObjectRef]] = field(default_factory=dict)
     chunked: Dict[str, bool] = field(default_factory=dict)
 
 
 def share(bundle: DataBundle) -> SharedBundle:
-    shared = SharedBundle(spec=bundle.spec)
+    shared = SharedBundle(info=bundle.info)
     for name, rows in bundle.arrays.items():
         if isinstance(rows, ChunkSource):
             shared.refs[name] = [ray.put(chunk) for chunk in rows.chunks()]
@@ -41,4 +42,4 @@ def fetch(shared: SharedBundle) -> DataBundle:
     for name, refs in shared.refs.items():
         values = ray.get(refs)
         arrays[name] = values if shared.chunked[name] else values[0]
-    return DataBundle(spec=shared.spec, arrays=arrays)
+    return DataBundle(info=shared.info, arrays=arrays)

@@ -1,0 +1,238 @@
+"""Typed configuration of the run's sections, checked where they are defined.
+
+Plain dataclasses (no Hydra or OmegaConf import) so that they can be pickled into Ray workers,
+which never import Hydra. Hydra validates types and key names at composition time (see
+``store.py``); the value checks live in each ``__post_init__`` and run when the composed config
+is frozen, before any actor starts. Every message names the dotted key.
+
+The component sections (model, data, loss, optimizer, scheduler, metrics, step) are typed by the
+schema of the built-in they select (beside that component, in ``orchestrator/components`` and
+``orchestrator/data``), or are a user's ``_target_`` node, checked in ``components/registry.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from orchestrator.config.errors import MISSING, ConfigError, require, require_choice
+
+
+# ----------------------------------------------------------------------------- trainer
+PRECISIONS = {"fp32", "bf16", "fp16"}
+
+
+@dataclass
+class TrainerConfig:
+    num_workers: int = 2
+    max_epochs: int = 10
+    # Stop after this many optimizer steps even if epochs remain (null: epochs decide).
+    max_steps: Optional[int] = None
+    seed: int = 0
+    # Deprecated: use the loss group (loss=mse, or loss._target_=...). Kept working for one release.
+    loss: Optional[str] = None
+    # Reduce metrics across ranks and report them every N optimizer steps (a sync point).
+    log_every_n_steps: int = 10
+    # Validate every N optimizer steps; null validates at the end of every epoch.
+    val_every_n_steps: Optional[int] = None
+    # Micro-batches per optimizer step; all-reduce only on the last one (DDP no_sync).
+    accumulate_grad_batches: int = 1
+    # "auto": CUDA when the worker has a GPU, else CPU.
+    device: str = "auto"
+    precision: str = "fp32"
+    # null: start fresh; "auto": continue from this run dir's newest good checkpoint (fresh if none);
+    # or a run dir / checkpoint file to continue from.
+    resume: Optional[str] = None
+    # Restarts allowed (worker death, lost node, hang) before the run fails.
+    max_failures: int = 3
+    # Elastic training: continue with as few as min_workers when the cluster shrank
+    # (null: always wait for num_workers).
+    min_workers: Optional[int] = None
+
+    def __post_init__(self):
+        require(self.num_workers >= 1, "trainer.num_workers", "must be >= 1", self.num_workers)
+        require(self.max_epochs >= 1, "trainer.max_epochs", "must be >= 1", self.max_epochs)
+        require(self.max_steps is None or self.max_steps >= 1, "trainer.max_steps",
+                "must be >= 1 or null", self.max_steps)
+        require(self.seed >= 0, "trainer.seed", "must be >= 0", self.seed)
+        require(self.loss is None or self.loss in {"auto", "cross_entropy", "bce", "mse"}, "trainer.loss",
+                "is deprecated; choose the loss group instead (loss=auto|cross_entropy|bce|mse or loss._target_=...)",
+                self.loss)
+        require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", "must be >= 1",
+                self.log_every_n_steps)
+        require(self.val_every_n_steps is None or self.val_every_n_steps >= 1,
+                "trainer.val_every_n_steps", "must be >= 1 or null", self.val_every_n_steps)
+        require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be >= 1",
+                self.accumulate_grad_batches)
+        require_choice("trainer.device", self.device, {"auto", "cpu", "cuda"})
+        require_choice("trainer.precision", self.precision, PRECISIONS)
+        require(self.resume is None or self.resume.strip() != "", "trainer.resume",
+                "must be null, 'auto' or a path", self.resume)
+        require(self.max_failures >= 0, "trainer.max_failures", "must be >= 0", self.max_failures)
+        require(self.min_workers is None or 1 <= self.min_workers <= self.num_workers, "trainer.min_workers",
+                f"must be null or in [1, trainer.num_workers={self.num_workers}]", self.min_workers)
+
+
+# ----------------------------------------------------------------------------- stopping
+@dataclass
+class EarlyStoppingConfig:
+    # Any validation metric, e.g. val/loss or val/accuracy; null turns early stopping off.
+    monitor: Optional[str] = None
+    mode: str = "min"
+    # Validations without an improvement of at least min_delta before stopping.
+    patience: int = 5
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        require(self.monitor is None or self.monitor.startswith("val/"), "stopping.early.monitor",
+                "must be a validation metric (val/...) or null", self.monitor)
+        require_choice("stopping.early.mode", self.mode, {"min", "max"})
+        require(self.patience >= 1, "stopping.early.patience", "must be >= 1", self.patience)
+        require(self.min_delta >= 0, "stopping.early.min_delta", "must be >= 0", self.min_delta)
+
+
+@dataclass
+class OverfittingConfig:
+    # Signal when validation loss rises while training loss falls, `patience` validations in a row.
+    enabled: bool = True
+    patience: int = 3
+    stop: bool = False
+
+    def __post_init__(self):
+        require(self.patience >= 1, "stopping.overfitting.patience", "must be >= 1", self.patience)
+
+
+@dataclass
+class StoppingConfig:
+    early: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    overfitting: OverfittingConfig = field(default_factory=OverfittingConfig)
+    # At the end, evaluate the best model (by checkpoint.monitor) on the test split (data.test_fraction).
+    test_best: bool = True
+
+
+# ----------------------------------------------------------------------------- gradient health
+@dataclass
+class HealthConfig:
+    # Per-layer gradient/weight norms and update-to-weight ratios every N steps (0: off).
+    layer_stats_every_n_steps: int = 50
+    # Weight and gradient histograms every N steps (0: off).
+    histogram_every_n_steps: int = 0
+    vanishing_below: float = 1e-7
+    exploding_above: float = 1e3
+    # Non-finite loss or gradients: "stop" the run, or "skip" the update and go on.
+    # Either way the bad update is never applied, so no checkpoint is poisoned.
+    nan_policy: str = "stop"
+    # With nan_policy=skip: stop after this many non-finite steps in a row.
+    max_consecutive_skips: int = 10
+
+    def __post_init__(self):
+        require(self.layer_stats_every_n_steps >= 0, "health.layer_stats_every_n_steps", "must be >= 0",
+                self.layer_stats_every_n_steps)
+        require(self.histogram_every_n_steps >= 0, "health.histogram_every_n_steps", "must be >= 0",
+                self.histogram_every_n_steps)
+        require(self.vanishing_below >= 0, "health.vanishing_below", "must be >= 0", self.vanishing_below)
+        require(self.exploding_above > self.vanishing_below, "health.exploding_above",
+                "must be > health.vanishing_below", self.exploding_above)
+        require_choice("health.nan_policy", self.nan_policy, {"stop", "skip"})
+        require(self.max_consecutive_skips >= 1, "health.max_consecutive_skips", "must be >= 1",
+                self.max_consecutive_skips)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+@dataclass
+class CheckpointConfig:
+    # Save every N optimizer steps (null: never by step) and/or at every epoch end.
+    every_n_steps: Optional[int] = None
+    every_epoch: bool = True
+    # Retention: the newest keep_last, plus the best keep_best by `monitor`.
+    keep_last: int = 2
+    keep_best: int = 1
+    monitor: str = "val/loss"
+    mode: str = "min"
+
+    def __post_init__(self):
+        require(self.every_n_steps is None or self.every_n_steps >= 1, "checkpoint.every_n_steps",
+                "must be >= 1 or null", self.every_n_steps)
+        require(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", self.keep_last)
+        require(self.keep_best >= 0, "checkpoint.keep_best", "must be >= 0", self.keep_best)
+        require_choice("checkpoint.mode", self.mode, {"min", "max"})
+
+
+# ----------------------------------------------------------------------------- fault tolerance
+@dataclass
+class FaultToleranceConfig:
+    # No step progress on any rank for this long counts as a hang (much shorter than
+    # collective_timeout_s, which is torch.distributed's own last resort).
+    hang_timeout_s: float = 120.0
+    collective_timeout_s: float = 600.0
+    # With fewer workers (trainer.min_workers), keep the global batch by accumulating more
+    # micro-batches, or keep the per-step batch and scale the LR linearly.
+    elastic_batch: str = "keep_global_batch"
+    # After a failure, wait this long for the full gang's capacity before shrinking or failing.
+    restart_wait_s: float = 30.0
+    # On Ctrl-C/SIGTERM, how long the workers get to stop at a step boundary and checkpoint.
+    graceful_stop_s: float = 60.0
+
+    def __post_init__(self):
+        require(self.hang_timeout_s > 0, "fault_tolerance.hang_timeout_s", "must be > 0", self.hang_timeout_s)
+        require(self.collective_timeout_s > 0, "fault_tolerance.collective_timeout_s", "must be > 0",
+                self.collective_timeout_s)
+        require_choice("fault_tolerance.elastic_batch", self.elastic_batch, {"keep_global_batch", "scale_lr"})
+        require(self.restart_wait_s >= 0, "fault_tolerance.restart_wait_s", "must be >= 0", self.restart_wait_s)
+        require(self.graceful_stop_s > 0, "fault_tolerance.graceful_stop_s", "must be > 0", self.graceful_stop_s)
+
+
+# ----------------------------------------------------------------------------- cluster
+STRATEGIES = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}
+
+
+@dataclass
+class ClusterConfig:
+    # null: start an embedded local Ray for this run; "auto" or "host:port": join that cluster.
+    address: Optional[str] = None
+    # Local Ray only: logical CPUs to offer (null: the machine's count).
+    num_cpus: Optional[int] = None
+    cpus_per_worker: int = 1
+    gpus_per_worker: int = 0
+    placement_strategy: str = "PACK"
+    # Fail if the cluster cannot hold the gang within this many seconds.
+    placement_timeout_s: float = 30.0
+    include_dashboard: bool = False
+    # Ship this project's code to the cluster's nodes (runtime_env py_modules) when joining a cluster.
+    ship_code: bool = True
+
+    def __post_init__(self):
+        require(self.address is None or self.address.strip() != "", "cluster.address",
+                "must be null, 'auto' or host:port", self.address)
+        require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", "must be >= 1 or null",
+                self.num_cpus)
+        require(self.cpus_per_worker >= 1, "cluster.cpus_per_worker", "must be >= 1", self.cpus_per_worker)
+        # DDP runs one process per device: a worker has no GPU or exactly one (NCCL refuses two ranks on
+        # one GPU, and a second GPU in a worker would sit idle).
+        require(self.gpus_per_worker in (0, 1), "cluster.gpus_per_worker", "must be 0 or 1", self.gpus_per_worker)
+        require_choice("cluster.placement_strategy", self.placement_strategy, STRATEGIES)
+        require(self.placement_timeout_s > 0, "cluster.placement_timeout_s", "must be > 0",
+                self.placement_timeout_s)
+
+
+# ----------------------------------------------------------------------------- chaos
+@dataclass
+class ChaosConfig:
+    """Fault injection, for trying out fault tolerance (and for its tests).
+
+    kind: none | raise (a Python exception) | exit (the process dies) | stall (stops
+    making progress) | nan (the loss becomes NaN). At optimizer step `at_step` on rank `rank`.
+    """
+    kind: str = "none"
+    rank: int = 0
+    at_step: int = 1
+    # Only in the first attempt (so a restart succeeds); false repeats it every attempt.
+    once: bool = True
+
+    def __post_init__(self):
+        require_choice("chaos.kind", self.kind, {"none", "raise", "exit", "stall", "nan"})
+        require(self.rank >= 0, "chaos.rank", "must be >= 0", self.rank)
+        require(self.at_step >= 1, "chaos.at_step", "must be >= 1", self.at_step)
+
+

@@ -1,0 +1,410 @@
+"""The built-in datasets: loaded once on the driver into numpy arrays and shared with the
+workers through Ray's object store (``memory.InMemoryData``). Each one's schema lives here too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import struct
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from orchestrator.config.errors import MISSING, ConfigError, require
+from orchestrator.data.memory import CHUNK_BYTES, ChunkSource, DataBundle, InMemoryData
+from orchestrator.data.module import DataInfo
+
+# Settings of the data section the orchestrator applies itself (how each rank loads its batches),
+# not arguments of the dataset.
+OWN_KEYS = ("batch_size", "num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "collate_fn")
+
+
+@dataclass
+class DataConfig:
+    _target_: str = MISSING
+    name: str = "data"
+    # Per-worker batch size; the global batch is batch_size * num_workers * accumulate_grad_batches.
+    batch_size: int = 64
+    # DataLoader worker processes per rank (0: load in the training process, best for in-memory data).
+    num_workers: int = 0
+    # Page-locked host memory for faster, asynchronous copies to the GPU (null: on when the worker has a GPU).
+    pin_memory: Optional[bool] = None
+    # Batches each DataLoader worker process loads ahead (null: torch's default, 2).
+    prefetch_factor: Optional[int] = None
+    # Keep DataLoader worker processes between epochs.
+    persistent_workers: bool = False
+    # Import path of a collate function for the DataLoader (null: the dataset's own or torch's default).
+    collate_fn: Optional[str] = None
+
+    def __post_init__(self):
+        check_own_keys(vars(self))
+
+
+def check_own_keys(node) -> None:
+    require(isinstance(node.get("batch_size", 64), int) and node.get("batch_size", 64) > 0, "data.batch_size",
+            "must be > 0", node.get("batch_size"))
+    require(isinstance(node.get("num_workers", 0), int) and node.get("num_workers", 0) >= 0, "data.num_workers",
+            "must be >= 0", node.get("num_workers"))
+    prefetch = node.get("prefetch_factor")
+    require(prefetch is None or (isinstance(prefetch, int) and prefetch >= 1), "data.prefetch_factor",
+            "must be >= 1 or null", prefetch)
+    require(prefetch is None or node.get("num_workers", 0) > 0, "data.prefetch_factor",
+            "needs data.num_workers > 0 (it is per DataLoader worker process)", prefetch)
+
+
+@dataclass
+class ArrayDataConfig(DataConfig):
+    """Settings every built-in in-memory dataset shares."""
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    # Replace training labels by a random permutation of them (a memorisation probe).
+    random_labels: bool = False
+    # k-fold cross-validation: with cv_folds=k > 1, validation is fold cv_fold of the non-test data
+    # (data.val_fraction is then unused). Sweep cv_fold over 0..k-1 (search=kfold does).
+    cv_folds: int = 0
+    cv_fold: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.cv_folds == 0 or self.cv_folds >= 2, "data.cv_folds", "must be 0 (off) or >= 2",
+                self.cv_folds)
+        require(0 <= self.cv_fold < max(self.cv_folds, 1), "data.cv_fold",
+                f"must be in [0, data.cv_folds={self.cv_folds})", self.cv_fold)
+        require(0.0 <= self.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", self.val_fraction)
+        require(0.0 <= self.test_fraction < 1.0, "data.test_fraction", "must be in [0, 1)", self.test_fraction)
+        require(self.val_fraction + self.test_fraction < 1.0, "data.test_fraction",
+                f"plus data.val_fraction={self.val_fraction} must leave training data", self.test_fraction)
+
+
+@dataclass
+class DigitsConfig(ArrayDataConfig):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, offline)."""
+    _target_: str = "orchestrator.data.builtin.Digits"
+    name: str = "digits"
+    # Resize the 8x8 images (bilinear), e.g. 28 to feed a 784-input MLP.
+    image_size: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.image_size >= 8, "data.image_size", "must be >= 8", self.image_size)
+
+
+@dataclass
+class MNISTConfig(ArrayDataConfig):
+    """MNIST-format IDX files (optionally gzipped) in a local folder."""
+    _target_: str = "orchestrator.data.builtin.MNIST"
+    name: str = "mnist"
+    path: str = MISSING
+    train_images: str = "train-images-idx3-ubyte"
+    train_labels: str = "train-labels-idx1-ubyte"
+
+
+@dataclass
+class SyntheticClassificationConfig(ArrayDataConfig):
+    _target_: str = "orchestrator.data.builtin.SyntheticClassification"
+    name: str = "synthetic_classification"
+    num_samples: int = 4096
+    num_features: int = 32
+    num_classes: int = 4
+    # Distance between class centres in units of the noise's standard deviation.
+    class_sep: float = 2.0
+    # Shape each sample is reshaped to, e.g. [3, 32, 32] for a CNN; empty keeps [num_features].
+    sample_shape: List[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.num_samples > 1, "data.num_samples", "must be > 1", self.num_samples)
+        require(self.num_features > 0, "data.num_features", "must be > 0", self.num_features)
+        require(self.num_classes >= 2, "data.num_classes", "must be >= 2", self.num_classes)
+        if self.sample_shape:
+            require(int(np.prod(self.sample_shape)) == self.num_features, "data.sample_shape",
+                    f"must hold data.num_features={self.num_features} values", self.sample_shape)
+
+
+@dataclass
+class SyntheticRegressionConfig(ArrayDataConfig):
+    _target_: str = "orchestrator.data.builtin.SyntheticRegression"
+    name: str = "synthetic_regression"
+    num_samples: int = 4096
+    num_features: int = 16
+    num_targets: int = 1
+    noise: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.num_samples > 1, "data.num_samples", "must be > 1", self.num_samples)
+        require(self.num_features > 0, "data.num_features", "must be > 0", self.num_features)
+        require(self.num_targets > 0, "data.num_targets", "must be > 0", self.num_targets)
+        require(self.noise >= 0, "data.noise", "must be >= 0", self.noise)
+
+
+@dataclass
+class TextConfig(ArrayDataConfig):
+    """Characters of a text file; by default Python's own standard-library sources (always offline)."""
+    _target_: str = "orchestrator.data.builtin.Text"
+    name: str = "text"
+    path: Optional[str] = None
+    max_chars: int = 1_000_000
+    block_size: int = 64
+    # Distance between the starts of consecutive training windows (block_size: no overlap).
+    stride: Optional[int] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.max_chars > 0, "data.max_chars", "must be > 0", self.max_chars)
+        require(self.block_size > 1, "data.block_size", "must be > 1", self.block_size)
+        require(self.stride is None or self.stride > 0, "data.stride", "must be > 0", self.stride)
+
+
+SCHEMAS = [DigitsConfig, MNISTConfig, SyntheticClassificationConfig, SyntheticRegressionConfig, TextConfig]
+# What each built-in is for (checked against the model and loss on the driver).
+TASKS = {"text": "language", "synthetic_regression": "regression"}
+
+
+def load(cfg) -> DataBundle:
+    """A built-in dataset's arrays for a config, whole in this process (tests, benchmarks)."""
+    from orchestrator.components import registry
+    from orchestrator.data.module import data_module
+
+    return data_module(registry.spec(cfg, "data"), cfg.trainer.seed).load()
+
+
+class ArrayData(InMemoryData):
+    """Keeps the settings (a built-in's constructor runs on the driver and does nothing else)."""
+
+    def __init__(self, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.0,
+                 random_labels: bool = False, cv_folds: int = 0, cv_fold: int = 0, **settings):
+        self.seed = seed
+        self.split = dict(val_fraction=val_fraction, test_fraction=test_fraction, random_labels=random_labels,
+                          cv_folds=cv_folds, cv_fold=cv_fold)
+        self.settings = settings
+
+    def __getattr__(self, name):
+        settings = self.__dict__.get("settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(name)
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+class Digits(ArrayData):
+    def load(self) -> DataBundle:
+        images, y = read_digits()
+        x = (images / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
+        if self.image_size != 8:
+            x = resize_images(x, self.image_size)
+        return labelled_bundle(x, y, self.split, self.rng(), "classification", 10)
+
+
+class MNIST(ArrayData):
+    def check(self) -> None:
+        folder = Path(self.path).expanduser()
+        find_file(folder, self.train_images)
+        find_file(folder, self.train_labels)
+
+    def load(self) -> DataBundle:
+        folder = Path(self.path).expanduser()
+        images = read_idx(find_file(folder, self.train_images))
+        labels = read_idx(find_file(folder, self.train_labels)).astype(np.int64)
+        if len(images) != len(labels):
+            raise ConfigError(f"data.path: {len(images)} images but {len(labels)} labels in {folder}")
+        x = (images.astype(np.float32) / 255.0)[:, None, :, :]
+        return labelled_bundle(x, labels, self.split, self.rng(), "classification", int(labels.max()) + 1)
+
+
+class SyntheticClassification(ArrayData):
+    def load(self) -> DataBundle:
+        return synthetic_classification(self, self.rng())
+
+
+class SyntheticRegression(ArrayData):
+    def load(self) -> DataBundle:
+        rng = self.rng()
+        x = rng.standard_normal(size=(self.num_samples, self.num_features), dtype=np.float32)
+        weights = rng.normal(size=(self.num_features, self.num_targets)).astype(np.float32)
+        noise = self.noise * rng.standard_normal(size=(self.num_samples, self.num_targets), dtype=np.float32)
+        y = (x @ weights / np.sqrt(self.num_features) + noise).astype(np.float32)
+        bundle = labelled_bundle(x, y, self.split, rng, "regression", None)
+        bundle.info.num_targets = self.num_targets
+        return bundle
+
+
+class Text(ArrayData):
+    def check(self) -> None:
+        if self.path and not Path(self.path).expanduser().is_file():
+            raise FileNotFoundError(f"data.path: no such file: {self.path}")
+
+    def load(self) -> DataBundle:
+        return load_text(self)
+
+
+# ----------------------------------------------------------------------------- splitting
+def split_indices(n: int, val_fraction: float, test_fraction: float,
+                  rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    order = rng.permutation(n)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+
+
+def fold_indices(n: int, test_fraction: float, folds: int, fold: int,
+                 rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """k-fold: the test split is held out first (the same for every fold), then the rest is cut into
+    ``folds`` parts; part ``fold`` validates, the others train."""
+    order = rng.permutation(n)
+    n_test = int(round(n * test_fraction))
+    rest = order[n_test:]
+    parts = np.array_split(rest, folds)
+    train = np.concatenate([p for i, p in enumerate(parts) if i != fold])
+    return {"test": order[:n_test], "val": parts[fold], "train": train}
+
+
+def labelled_bundle(x: np.ndarray, y: np.ndarray, split: Dict, rng: np.random.Generator, task: str,
+                    num_classes: Optional[int]) -> DataBundle:
+    if split["cv_folds"]:
+        parts = fold_indices(len(x), split["test_fraction"], split["cv_folds"], split["cv_fold"], rng)
+    else:
+        parts = split_indices(len(x), split["val_fraction"], split["test_fraction"], rng)
+    arrays = {}
+    for name, idx in parts.items():
+        arrays[f"x_{name}"] = np.ascontiguousarray(x[idx])
+        arrays[f"y_{name}"] = np.ascontiguousarray(y[idx])
+    if split["random_labels"]:
+        # Memorisation probe: labels no longer depend on inputs, so validation stays at chance.
+        arrays["y_train"] = rng.permutation(arrays["y_train"])
+    info = DataInfo(task=task, input_shape=tuple(x.shape[1:]), num_classes=num_classes,
+                    sizes={name: len(i) for name, i in parts.items()})
+    return DataBundle(info=info, arrays=arrays)
+
+
+# ----------------------------------------------------------------------------- loaders
+def read_digits() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as (images (N, 8, 8) in 0..16, labels)."""
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is not None and csv.exists():
+        # The file sklearn.datasets.load_digits parses; reading it directly skips ~1-2 s of
+        # importing scikit-learn on the start-up path.
+        table = np.loadtxt(csv, delimiter=",", dtype=np.float32)
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    return digits.images.astype(np.float32), digits.target.astype(np.int64)
+
+
+def resize_images(x: np.ndarray, size: int) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    resized = F.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear", align_corners=False)
+    return resized.numpy().astype(np.float32)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads an IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if zero != 0 or dtype_code not in dtypes:
+        raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=dtypes[dtype_code], offset=4 + 4 * ndim).reshape(shape)
+
+
+def find_file(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"data.path: neither {name} nor {name}.gz in {folder}")
+
+
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> Dict[str, int]:
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def synthetic_classification(data: "SyntheticClassification", rng: np.random.Generator) -> DataBundle:
+    centres = rng.normal(size=(data.num_classes, data.num_features)).astype(np.float32)
+    centres *= data.class_sep / np.sqrt(2.0)  # neighbouring centres ~class_sep noise-stds apart
+    row_shape = tuple(data.sample_shape) or (data.num_features,)
+    if data.split["cv_folds"]:  # folds cut one pool of samples: generate it whole
+        y = rng.integers(0, data.num_classes, size=data.num_samples)
+        x = gaussian_rows(centres, y, row_shape, data.seed, "pool").materialize()
+        return labelled_bundle(x, y.astype(np.int64), data.split, rng, "classification", data.num_classes)
+    # Samples are independent: each split is generated on its own, chunk by chunk, so even a
+    # dataset of gigabytes never exists twice in memory (no split copy, no temporaries).
+    arrays = {}
+    sizes = split_sizes(data.num_samples, data.split["val_fraction"], data.split["test_fraction"])
+    for split, size in sizes.items():
+        y = rng.integers(0, data.num_classes, size=size).astype(np.int64)
+        x = gaussian_rows(centres, y, row_shape, data.seed, split)
+        arrays[f"x_{split}"] = x.materialize() if x.nbytes <= CHUNK_BYTES else x
+        arrays[f"y_{split}"] = rng.permutation(y) if data.split["random_labels"] and split == "train" else y
+    info = DataInfo(task="classification", input_shape=row_shape, num_classes=data.num_classes, sizes=sizes)
+    return DataBundle(info=info, arrays=arrays)
+
+
+def gaussian_rows(centres: np.ndarray, y: np.ndarray, row_shape, seed: int, split: str) -> ChunkSource:
+    """Rows = the class centre + unit Gaussian noise; each chunk from its own seeded stream."""
+    split_id = {"train": 0, "val": 1, "test": 2, "pool": 3}[split]
+
+    def make_chunk(index: int, lo: int, hi: int) -> np.ndarray:
+        chunk_rng = np.random.default_rng([seed, split_id, index])
+        rows = chunk_rng.standard_normal(size=(hi - lo, centres.shape[1]), dtype=np.float32)
+        rows += centres[y[lo:hi]]  # in place: no temporary of the chunk's size
+        return rows.reshape(hi - lo, *row_shape)
+
+    return ChunkSource(len(y), row_shape, np.float32, make_chunk)
+
+
+def default_corpus(max_chars: int) -> str:
+    """Python's own standard-library sources: a text corpus present on every machine with Python."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    parts, total = [], 0
+    for path in sorted(stdlib.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return "".join(parts)[:max_chars]
+
+
+def load_text(data: "Text") -> DataBundle:
+    if data.path:
+        text = Path(data.path).expanduser().read_text(encoding="utf-8", errors="replace")[:data.max_chars]
+    else:
+        text = default_corpus(data.max_chars)
+    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    vocab_codes, tokens = np.unique(codepoints, return_inverse=True)
+    tokens = tokens.astype(np.int64)
+    block, stride = data.block_size, data.stride or data.block_size
+    # Contiguous splits (as in nanoGPT), so validation text is never seen in training.
+    n = len(tokens)
+    n_test, n_val = int(n * data.split["test_fraction"]), int(n * data.split["val_fraction"])
+    bounds = {"train": (0, n - n_val - n_test), "val": (n - n_val - n_test, n - n_test), "test": (n - n_test, n)}
+    arrays = {"tokens": tokens}
+    sizes = {}
+    for split, (lo, hi) in bounds.items():
+        # A window needs block + 1 tokens: inputs and the next-token targets.
+        starts = np.arange(lo, max(lo, hi - block), stride, dtype=np.int64)  # s + block + 1 <= hi
+        arrays[f"x_{split}"] = starts
+        arrays[f"y_{split}"] = starts
+        sizes[split] = len(starts)
+    if sizes["train"] == 0:
+        raise ConfigError(f"data.block_size: the text has {n} characters, too few for data.block_size={block}")
+    vocabulary = [chr(c) for c in vocab_codes]
+    info = DataInfo(task="language", input_shape=(block,), num_classes=len(vocabulary), sizes=sizes,
+                    vocabulary=vocabulary)
+    return DataBundle(info=info, arrays=arrays)
+
+

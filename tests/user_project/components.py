@@ -1,0 +1,51 @@
+"""User components for the tests: a model that needs an argument, datasets, step functions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.data import TensorDataset
+
+
+class TinyNet(nn.Module):
+    """Names num_outputs (filled in from the data) and needs depth (from the config)."""
+
+    def __init__(self, num_outputs: int, depth: int, width: int = 16):
+        super().__init__()
+        layers = [nn.Flatten(), nn.Linear(64, width), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(width, width), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(width, num_outputs))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def blobs(num_rows: int = 512, seed: int = 0):
+    """Two Gaussian blobs in 64 dimensions, as plain TensorDatasets (train, val)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (num_rows,), generator=g)
+    x = torch.randn(num_rows, 64, generator=g) + 2.0 * y[:, None].float()
+    train = TensorDataset(x[: num_rows * 3 // 4], y[: num_rows * 3 // 4])
+    train.num_classes = 2
+    return train, TensorDataset(x[num_rows * 3 // 4:], y[num_rows * 3 // 4:])
+
+
+def broken_dataset(num_rows: int = 10):
+    raise RuntimeError("the bucket is not reachable")
+
+
+def dict_blobs(num_rows: int = 512, seed: int = 0):
+    train, val = blobs(num_rows, seed)
+    as_dicts = [{"features": x, "label": y} for x, y in train]
+    return {"train": as_dicts, "val": [{"features": x, "label": y} for x, y in val]}
+
+
+def dict_step(model, batch):
+    logits = model(batch["features"])
+    loss = nn.functional.cross_entropy(logits, batch["label"])
+    return {"loss": loss, "hit_rate": (logits.argmax(1) == batch["label"]).float().mean()}
+
+
+def no_loss_step(model, batch):
+    return {"hit_rate": torch.tensor(1.0)}
