@@ -55,7 +55,10 @@ def markdown_table(summary: list, meta: dict) -> str:
         "checkpoints off, every other setting at its default (logging, health checks, cosine schedule); "
         "`orchestrator-log1` also reduces and logs metrics every step. Its samples/s and first-step time "
         "come from its summary.json; its warm-up may differ from the other runners' first "
-        f"{meta['warmup']} steps.",
+        f"{meta['warmup']} steps. raw.json's `own_clock_startup_s` is the same first step on the "
+        "orchestrator's own clock (summary.json's `command_to_first_step_s`); start-up minus it is what "
+        "passes before that clock starts.",
+        "- A `raytrain` row is skipped, with a note, when `ray[train]` (the `bench` extra) is not installed.",
         "- Peak memory: RSS is sampled every interval and PSS re-read whenever the tree's RSS grew "
         f"by over {PSS_RSS_GROWTH:.0%} (reading PSS slows the processes it reads).",
     ]
