@@ -1,13 +1,21 @@
-"""What every runner trains: the workloads, their synthetic data and the timed training loop.
+"""What every runner process does: build the model and the data, and run the timed DDP loop.
 
-All runners (single, torchrun, Ray Train) call the same functions here, so the only thing
-that differs between them is how the processes are launched and connected. The orchestrator
-runs its own loop, configured to match (same model, data size, batch, Adam lr, seed).
+The single, torchrun and Ray Train runners call the same functions here, so the only thing that
+differs between them is how their processes are launched and connected. The loop is the plainest
+one: every batch is a tensor made once before the clock starts and then cycled, no dataset
+indexing, no sampler, nothing per step but zero_grad, forward, loss, backward and step. The
+orchestrator runs its own loop, configured to match (model, data size, batch, SGD with momentum).
+
+The data is the orchestrator's synthetic_classification recipe (Gaussian class clusters, random
+labels), made here with torch alone so that a plain script imports nothing of the orchestrator:
+the same distribution, so the same speed (values matter, e.g. denormal floats once the loss is tiny).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import time
 
@@ -18,36 +26,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import models  # noqa: E402  (repo root must be on PYTHONPATH)
+from bench.workloads import (CLASS_SEP, LAUNCH_ENV, LR, MOMENTUM, NUM_CLASSES, SEED, SKIP_PREFIX,  # noqa: E402
+                             WORKLOADS, RunnerResult, num_features)
 
-SEED = 0
-NUM_CLASSES = 10
-LR = 1e-3  # conf/optimizer/adam.yaml
-
-# name -> model name, input shape, model kwargs, per-worker batch size
-# steps_scale: a workload runs --steps x steps_scale steps, so a slow step (cnn, wide_mlp: ~0.1-0.3 s
-# on one core) does not make a run last many minutes, while the fast mlp runs long enough to average out.
-WORKLOADS = {
-    "mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64,
-            "steps_scale": 1.0},
-    "cnn": {"model": "cnn", "shape": [3, 32, 32], "kwargs": {}, "batch": 64, "steps_scale": 0.1},
-    # ~20M parameters: 80 MB of gradients to all-reduce per step, so communication dominates.
-    "wide_mlp": {"model": "mlp", "shape": [1, 28, 28], "kwargs": {"hidden_sizes": [4096, 4096]}, "batch": 32,
-                 "steps_scale": 0.1},
-    # The memory check: a small model on a large dataset (sized with --memory-gb); only memory matters.
-    "memory": {"model": "mlp", "shape": [3, 32, 32], "kwargs": {"hidden_sizes": [128, 64]}, "batch": 64,
-               "steps_scale": 1.0},
-}
-
-
-def steps_for(workload: str, steps: int, warmup: int) -> tuple:
-    """(steps, warm-up steps) for a workload: the requested figures times its steps_scale."""
-    scale = WORKLOADS[workload]["steps_scale"]
-    scaled_warmup = max(1, int(warmup * scale))
-    return max(scaled_warmup + 10, int(steps * scale)), scaled_warmup
-# Workloads of the throughput table (the memory check runs on its own).
-THROUGHPUT_WORKLOADS = ["mlp", "cnn", "wide_mlp"]
-
-RESULT_PREFIX = "BENCH_RESULT "
+CHUNK_ROWS = 8192  # generate a large dataset in chunks: no full-size temporaries next to it
 
 
 def pin_threads() -> None:
@@ -62,84 +44,76 @@ def build_model(workload: str) -> torch.nn.Module:
     return models.build(spec["model"], spec["shape"], NUM_CLASSES, **spec["kwargs"])
 
 
-def make_data(workload: str, num_samples: int):
-    """The orchestrator's own synthetic classification data (same generator, seed and class
-    separation), so every runner trains on identical numbers: the values matter for speed
-    (e.g. denormal floats once the loss is tiny), not only the shapes."""
-    from orchestrator import config as C, data
-
-    spec = WORKLOADS[workload]
-    num_features = 1
-    for d in spec["shape"]:
-        num_features *= d
-    cfg = C.Config(model=C.MLPConfig(), optimizer=C.AdamConfig(), scheduler=C.ConstantSchedulerConfig(),
-                   data=C.SyntheticClassificationConfig(num_samples=num_samples, num_features=num_features,
-                                                        num_classes=NUM_CLASSES, sample_shape=list(spec["shape"]),
-                                                        val_fraction=0.0),
-                   trainer=C.TrainerConfig(seed=SEED))
-    bundle = data.load(cfg).materialized()  # each rank holds its own copy, as a plain script would
-    return torch.from_numpy(bundle.arrays["x_train"]), torch.from_numpy(bundle.arrays["y_train"])
+def make_data(workload: str, num_samples: int) -> tuple:
+    """(x, y): class centre + unit Gaussian noise per row, labels uniform; each rank holds its own copy."""
+    gen = torch.Generator().manual_seed(SEED)
+    features = num_features(workload)
+    centres = torch.randn(NUM_CLASSES, features, generator=gen) * (CLASS_SEP / math.sqrt(2.0))
+    y = torch.randint(0, NUM_CLASSES, (num_samples,), generator=gen)
+    x = torch.empty(num_samples, *WORKLOADS[workload]["shape"])
+    flat = x.view(num_samples, features)
+    for start in range(0, num_samples, CHUNK_ROWS):
+        labels = y[start:start + CHUNK_ROWS]
+        flat[start:start + len(labels)] = torch.randn(len(labels), features, generator=gen) + centres[labels]
+    return x, y
 
 
-def batches(num_samples: int, batch: int, rank: int, world: int):
-    """Endless per-rank batch indices: shuffle each epoch, shard like DistributedSampler,
-    drop the last partial batch."""
-    if num_samples // world < batch:
+def make_batches(workload: str, num_samples: int, rank: int, world: int) -> list:
+    """This rank's (x, y) batches, made once: contiguous slices (views, no copy) of the random-order data,
+    batch k going to rank k % world, the last partial batch dropped."""
+    batch = WORKLOADS[workload]["batch"]
+    if num_samples < batch * world:
         raise ValueError(f"{num_samples} samples over {world} workers do not fill one batch of {batch}")
-    epoch = 0
-    while True:
-        perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(SEED + epoch))
-        shard = perm[rank::world]
-        for start in range(0, len(shard) - batch + 1, batch):
-            yield shard[start:start + batch]
-        epoch += 1
+    x, y = make_data(workload, num_samples)
+    starts = range(rank * batch, num_samples - batch + 1, world * batch)
+    return [(x[s:s + batch], y[s:s + batch]) for s in starts]
 
 
 def train(model: torch.nn.Module, workload: str, *, rank: int, world: int, steps: int, warmup: int,
-          num_samples: int) -> dict:
+          num_samples: int) -> RunnerResult:
     """Run `steps` optimizer steps; rank 0's timings are what the harness reports.
 
-    first_step_unix is wall-clock (time.time) so the harness can compare it with the moment it
-    spawned the command; the steady rate uses perf_counter over the steps after `warmup`.
-    With DDP every backward all-reduces, so rank 0's clock is the group's clock.
+    first_step_unix is wall-clock (time.time) so it compares with the moment the driver spawned the
+    command; the steady rate uses perf_counter over the steps after `warmup`. With DDP every backward
+    all-reduces, so rank 0's clock is the group's clock.
     """
     if not 0 < warmup < steps:
         raise ValueError(f"need 0 < warmup ({warmup}) < steps ({steps})")
-    batch = WORKLOADS[workload]["batch"]
-    x, y = make_data(workload, num_samples)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    batches = itertools.cycle(make_batches(workload, num_samples, rank, world))
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     model.train()
 
-    first_step_unix = t_warm = None
-    loss = torch.tensor(0.0)
-    for step, idx in enumerate(batches(num_samples, batch, rank, world), start=1):
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
-        optimizer.step()
-        if step == 1:
-            first_step_unix = time.time()
-        if step == warmup:
-            t_warm = time.perf_counter()
-        if step == steps:
-            break
+    def run(n: int):
+        loss = None
+        for x, y in itertools.islice(batches, n):
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+        return loss
+
+    run(1)
+    first_step_unix = time.time()
+    run(warmup - 1)
+    t_warm = time.perf_counter()
+    loss = run(steps - warmup)
     t_end = time.perf_counter()
-
-    return {
-        "first_step_unix": first_step_unix,
-        "samples_per_sec": (steps - warmup) * batch * world / (t_end - t_warm),
-        "steps": steps,
-        "warmup": warmup,
-        "world_size": world,
-        "final_loss": float(loss.detach()),
-        "threads": torch.get_num_threads(),
-        "pid": os.getpid(),
-    }
+    batch = WORKLOADS[workload]["batch"]
+    return RunnerResult(first_step_unix=first_step_unix,
+                        samples_per_sec=(steps - warmup) * batch * world / (t_end - t_warm),
+                        steps=steps, warmup=warmup, world_size=world, final_loss=float(loss.detach()))
 
 
-def print_result(result: dict) -> None:
-    """The one line the harness parses."""
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+def print_result(result: RunnerResult) -> None:
+    """The one line the harness parses, with the launch time the driver passed in."""
+    launch = os.environ.get(LAUNCH_ENV)
+    result.launch_unix = float(launch) if launch else None
+    print(result.line(), flush=True)
+
+
+def print_skip(reason: str) -> None:
+    """The line that makes the harness skip this row, saying why."""
+    print(SKIP_PREFIX + json.dumps({"reason": reason}), flush=True)
 
 
 def add_common_args(parser) -> None:

@@ -9,7 +9,6 @@ with a checkpoint in Train v2.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import tempfile
 from bench import common
 
 
-def train_loop_per_worker(config: dict) -> dict:
+def train_loop_per_worker(config: dict) -> common.RunnerResult:
     import ray.train
     import ray.train.torch
 
@@ -42,7 +41,8 @@ def main() -> None:
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
     except ImportError as exc:  # ray[train] is an optional extra: the harness skips this row
-        print("BENCH_SKIP " + json.dumps({"reason": f"ray[train] not importable: {exc}"}), flush=True)
+        print(f"cannot import ray.train: {exc}", file=sys.stderr)  # the whole message stays in the log
+        common.print_skip("ray[train] not installed: pip install -e '.[bench]'")
         sys.exit(0)
 
     storage = args.storage_path or tempfile.mkdtemp(prefix="bench_raytrain_")
@@ -62,7 +62,7 @@ def main() -> None:
         ray.shutdown()
         if not args.storage_path:
             shutil.rmtree(storage, ignore_errors=True)
-    if result.error is not None or not result.return_value:
+    if result.error is not None or result.return_value is None:
         raise SystemExit(f"Ray Train run failed: {result.error!r}")
     common.print_result(result.return_value)
 
