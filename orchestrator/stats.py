@@ -14,19 +14,43 @@ flush also carries the "stop" vote, so all ranks leave the loop together.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
 
-DEVICE_FIELDS = ["loss_sum", "correct"]
-HOST_FIELDS = ["count", "samples", "steps", "data_s", "compute_s", "optimizer_s", "step_s", "stop"]
-FIELDS = DEVICE_FIELDS + HOST_FIELDS
-INDEX = {name: i for i, name in enumerate(FIELDS)}
-TIMES = ("data_s", "compute_s", "optimizer_s", "step_s")
 FLUSH_TARGET_S = 1.0   # reduce about once a second
 MAX_ROWS = 64
+
+
+@dataclass(slots=True)
+class HostCounters:
+    """One window's plain-number counters, summed on the host (no device work on the step path)."""
+    count: float = 0.0        # loss terms (the loss's denominator)
+    samples: float = 0.0
+    steps: float = 0.0
+    data_s: float = 0.0
+    compute_s: float = 0.0
+    optimizer_s: float = 0.0
+    step_s: float = 0.0
+
+
+class RowMeta(NamedTuple):
+    """What rank 0 alone knows about a row (not reduced)."""
+    step: int
+    seconds: float  # wall time of the window
+    lr: float
+
+
+# The columns of a row, in order: the device sums, the host counters, the stop vote.
+DEVICE_FIELDS = ("loss_sum", "correct")
+HOST_FIELDS = tuple(f.name for f in fields(HostCounters))
+FIELDS = DEVICE_FIELDS + HOST_FIELDS + ("stop",)
+INDEX = {name: i for i, name in enumerate(FIELDS)}
+TIMES = ("data_s", "compute_s", "optimizer_s", "step_s")
+host_row = attrgetter(*HOST_FIELDS)  # HostCounters -> its values in HOST_FIELDS order
 
 
 @dataclass
@@ -59,16 +83,16 @@ class StepStats:
         self.rows_per_flush = 1  # until the first flush tells how long a step takes
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.float64, device=device)
-        self.host = [0.0] * len(HOST_FIELDS)
+        self.host = HostCounters()
         self.window_started = time.perf_counter()
         self.device_rows: List[torch.Tensor] = []
-        self.host_rows: List[List[float]] = []
-        self.meta: List[tuple] = []  # (step, seconds, lr)
+        self.host_rows: List[tuple] = []  # host_row(HostCounters) per closed row
+        self.meta: List[RowMeta] = []
         self.grad_norm: Optional[torch.Tensor] = None
 
     @property
     def steps_in_window(self) -> int:
-        return int(self.host[HOST_FIELDS.index("steps")])
+        return int(self.host.steps)
 
     def add(self, loss_sum: torch.Tensor, correct: Optional[torch.Tensor], count: int, samples: int,
             times: Dict[str, float]) -> None:
@@ -76,13 +100,13 @@ class StepStats:
         if correct is not None:
             self.correct += correct
         h = self.host
-        h[0] += count
-        h[1] += samples
-        h[2] += 1
-        h[3] += times["data_s"]
-        h[4] += times["compute_s"]
-        h[5] += times["optimizer_s"]
-        h[6] += times["step_s"]
+        h.count += count
+        h.samples += samples
+        h.steps += 1
+        h.data_s += times["data_s"]
+        h.compute_s += times["compute_s"]
+        h.optimizer_s += times["optimizer_s"]
+        h.step_s += times["step_s"]
 
     def flush_due_with_next_row(self) -> bool:
         return len(self.meta) + 1 >= self.rows_per_flush
@@ -93,9 +117,9 @@ class StepStats:
         self.device_rows.append(torch.stack([self.loss_sum, self.correct]))
         self.loss_sum.zero_()
         self.correct.zero_()
-        self.host_rows.append(self.host)
-        self.host = [0.0] * len(HOST_FIELDS)
-        self.meta.append((step, now - self.window_started, lr))
+        self.host_rows.append(host_row(self.host))
+        self.host = HostCounters()
+        self.meta.append(RowMeta(step, now - self.window_started, lr))
         self.window_started = now
         if grad_norm is not None:
             self.grad_norm = grad_norm
@@ -108,7 +132,8 @@ class StepStats:
         """Collective: every rank must call it at the same step. A host sync point."""
         if self.meta:
             local = torch.cat([torch.stack(self.device_rows),
-                               torch.tensor(self.host_rows, dtype=torch.float64, device=self.device)], dim=1)
+                               torch.tensor(self.host_rows, dtype=torch.float64, device=self.device),
+                               torch.zeros(len(self.meta), 1, dtype=torch.float64, device=self.device)], dim=1)
         else:  # nothing to report, but the stop vote still travels
             local = torch.zeros(1, len(FIELDS), dtype=torch.float64, device=self.device)
         local[:, INDEX["stop"]] = float(stop_vote)
@@ -129,7 +154,7 @@ def gather(local: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).cpu()
 
 
-def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool) -> Flush:
+def summarise(table: torch.Tensor, meta: List[RowMeta], has_accuracy: bool) -> Flush:
     """(world, rows, fields) -> per-row global figures and per-rank step timings, all at once."""
     col = {name: table[:, :, i] for name, i in INDEX.items()}
     stop = bool(col["stop"].max().item() > 0)
@@ -141,8 +166,8 @@ def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool) -> Flu
     accuracy = (col["correct"].sum(0) / count).tolist() if has_accuracy else [None] * len(meta)
     samples = col["samples"].sum(0).tolist()
     steps = col["steps"].max(0).values.tolist()
-    rows = [RowMetrics(step=m[0], loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
-                       samples=int(samples[i]), steps=int(steps[i]), seconds=m[1], lr=m[2])
+    rows = [RowMetrics(step=m.step, loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
+                       samples=int(samples[i]), steps=int(steps[i]), seconds=m.seconds, lr=m.lr)
             for i, m in enumerate(meta)]
     steps_per_rank = col["steps"].sum(1).clamp(min=1)
     per_rank = {key: (col[key].sum(1) / steps_per_rank).tolist() for key in TIMES}
