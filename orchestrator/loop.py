@@ -22,6 +22,7 @@ from orchestrator.build import Components
 from orchestrator.evaluate import evaluate, to_device
 from orchestrator.health import LayerStats, first_non_finite_gradient
 from orchestrator.monitors import Monitors, generalisation_gap
+from orchestrator.records import FirstStepInfo, PlanInfo
 from orchestrator.reporting import Reporter
 from orchestrator.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
 
@@ -105,8 +106,9 @@ class Loop:
     # ----------------------------------------------------------------- phases
     def fit(self) -> FitResult:
         c, r, st = self.c, self.r, self.state
-        r.info({"steps_per_epoch": c.steps_per_epoch, "total_steps": c.total_steps, "start_step": st.step,
-                "world_size": c.plan.world_size, "samples_per_step": self.samples_per_step})
+        r.info(PlanInfo(steps_per_epoch=c.steps_per_epoch, total_steps=c.total_steps, start_step=st.step,
+                        world_size=c.plan.world_size, samples_per_step=self.samples_per_step,
+                        data_sizes=dict(c.splits.info.sizes)))
         if c.cfg.trainer.max_steps is not None and st.step >= c.cfg.trainer.max_steps:
             self.stop("max_steps")
         if st.epoch >= c.cfg.trainer.max_epochs:
@@ -165,8 +167,8 @@ class Loop:
         self.throughput.step_done(self.samples_per_step)
         if self.first_step_pending():
             self.timing["first_step_unix"] = time.time()
-            r.info({"first_step_unix": self.timing["first_step_unix"], "attempt": c.plan.attempt,
-                    "startup": {"first_batch_s": data_seconds, "first_step_s": result.times["step_s"]}})
+            r.info(FirstStepInfo(attempt=c.plan.attempt, unix=self.timing["first_step_unix"],
+                                 first_batch_s=data_seconds, first_step_s=result.times["step_s"]))
         if layer_stats_now:
             self.report_layer_stats(step)
         if log_now:

@@ -10,17 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-
-@dataclass
-class Heartbeat:
-    rank: int
-    step: int = 0
-    phase: str = "starting"   # starting | train | validate | test | checkpoint | done
-    progress: int = 0         # grows with every step or evaluation batch
-    updated: float = field(default_factory=time.time)
+from orchestrator.records import (CheckpointRecord, EventRecord, Heartbeat, HistogramRecord, InfoRecord,
+                                  MetricsRecord, Record)
 
 
 class Reporter:
@@ -39,19 +32,22 @@ class Reporter:
         hb.step, hb.phase, hb.progress, hb.updated = step, phase, hb.progress + 1, time.time()
 
     def metrics(self, step: int, values: Dict[str, float]) -> None:
-        self._put({"kind": "metrics", "step": step, "values": values})
+        self._put(MetricsRecord(step, values))
 
     def event(self, step: int, kind: str, message: str) -> None:
-        self._put({"kind": "event", "step": step, "event": kind, "message": message})
+        self._put(EventRecord(step, kind, message))
 
     def histograms(self, step: int, histograms: Dict[str, Dict]) -> None:
-        self._put({"kind": "histograms", "step": step, "histograms": histograms})
+        self._put(HistogramRecord(step, histograms))
 
-    def info(self, values: Dict[str, Any]) -> None:
-        self._put({"kind": "info", "values": values})
+    def info(self, record: InfoRecord) -> None:
+        self._put(record)
 
     def checkpoint(self, step: int, payload: bytes, info: Dict[str, Any]) -> None:
-        self._put({"kind": "checkpoint", "step": step, "info": info, **self.persist(step, payload, info)})
+        """``info`` holds the ``epoch`` and the validation ``metrics`` the checkpoint is ranked by."""
+        # Checkpoint bytes travel in the record; the Ray worker's reporter sends records to the
+        # run's RunSink, which writes the bytes to disk.
+        self._put(CheckpointRecord(step, info["epoch"], info["metrics"], payload))
 
     def stop_reason(self) -> Optional[str]:
         return self._stop_reason
@@ -60,22 +56,17 @@ class Reporter:
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
 
-    def drain(self) -> List[Dict[str, Any]]:
+    def drain(self) -> List[Record]:
         with self._lock:
             records = list(self._outbox)
             self._outbox.clear()
         return records
 
     # --- overridable
-    def persist(self, step: int, payload: bytes, info: Dict[str, Any]) -> Dict[str, Any]:
-        """Checkpoint bytes travel in the record; the Ray worker's reporter sends records to the
-        run's RunSink, which writes the bytes to disk."""
-        return {"payload": payload}
-
     def wait_persisted(self) -> None:
-        """Block until every checkpoint handed to ``persist`` is stored."""
+        """Block until every checkpoint handed over is stored."""
 
-    def _put(self, record: Dict[str, Any]) -> None:
+    def _put(self, record: Record) -> None:
         if self.keeps_records:
             with self._lock:
                 self._outbox.append(record)

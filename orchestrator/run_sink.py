@@ -10,12 +10,14 @@ until the driver drains them.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from orchestrator import config as C
 from orchestrator.checkpoint import CheckpointStore
+from orchestrator.records import CheckpointRecord, Record
 
 
 class RunSink:
@@ -23,18 +25,18 @@ class RunSink:
 
     def __init__(self, checkpoint_dir: str, cfg: C.CheckpointConfig):
         self.store = CheckpointStore(Path(checkpoint_dir), cfg, warn=lambda message: None)
-        self.records: List[Dict[str, Any]] = []
+        self.records: List[Record] = []
         self.lock = threading.Lock()
 
-    def push(self, records: List[Dict[str, Any]]) -> None:
+    def push(self, records: List[Record]) -> None:
         for record in records:
-            if record["kind"] == "checkpoint":
-                info = record["info"]
-                self.store.save(record["step"], record.pop("payload"), info["epoch"], info["metrics"])
+            if isinstance(record, CheckpointRecord):
+                self.store.save(record.step, record.payload, record.epoch, record.metrics)
+                record = dataclasses.replace(record, payload=None)  # the driver needs no copy of the bytes
             with self.lock:
                 self.records.append(record)
 
-    def drain(self) -> List[Dict[str, Any]]:
+    def drain(self) -> List[Record]:
         with self.lock:
             records, self.records = self.records, []
         return records

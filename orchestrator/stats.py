@@ -14,19 +14,43 @@ flush also carries the "stop" vote, so all ranks leave the loop together.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
 
-DEVICE_FIELDS = ["loss_sum", "correct"]
-HOST_FIELDS = ["count", "samples", "steps", "data_s", "compute_s", "optimizer_s", "step_s", "stop"]
-FIELDS = DEVICE_FIELDS + HOST_FIELDS
-INDEX = {name: i for i, name in enumerate(FIELDS)}
-TIMES = ("data_s", "compute_s", "optimizer_s", "step_s")
 FLUSH_TARGET_S = 1.0   # reduce about once a second
 MAX_ROWS = 64
+
+
+@dataclass(slots=True)
+class HostCounters:
+    """One window's plain-number counters, summed on the host (no device work on the step path)."""
+    count: float = 0.0        # loss terms (the loss's denominator)
+    samples: float = 0.0
+    steps: float = 0.0
+    data_s: float = 0.0
+    compute_s: float = 0.0
+    optimizer_s: float = 0.0
+    step_s: float = 0.0
+
+
+class RowMeta(NamedTuple):
+    """What rank 0 alone knows about a row (not reduced)."""
+    step: int
+    seconds: float  # wall time of the window
+    lr: float
+
+
+# The columns of a row, in order: the device sums, the host counters, the stop vote.
+DEVICE_FIELDS = ("loss_sum", "correct")
+HOST_FIELDS = tuple(f.name for f in fields(HostCounters))
+FIELDS = DEVICE_FIELDS + HOST_FIELDS + ("stop",)
+INDEX = {name: i for i, name in enumerate(FIELDS)}
+TIMES = ("data_s", "compute_s", "optimizer_s", "step_s")
+host_row = attrgetter(*HOST_FIELDS)  # HostCounters -> its values in HOST_FIELDS order
 
 
 @dataclass
@@ -60,11 +84,11 @@ class StepStats:
         self.rows_per_flush = 1  # until the first flush tells how long a step takes
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.float64, device=device)
-        self.host = [0.0] * len(HOST_FIELDS)
+        self.host = HostCounters()
         self.window_started = time.perf_counter()
         self.device_rows: List[torch.Tensor] = []
-        self.host_rows: List[List[float]] = []
-        self.meta: List[tuple] = []  # (step, seconds, lr)
+        self.host_rows: List[tuple] = []  # host_row(HostCounters) per closed row
+        self.meta: List[RowMeta] = []
         self.grad_norm: Optional[torch.Tensor] = None
         # A custom step's metrics: sums weighted by count, one column each after the fixed fields.
         self.metric_names: List[str] = []
@@ -73,7 +97,7 @@ class StepStats:
 
     @property
     def steps_in_window(self) -> int:
-        return int(self.host[HOST_FIELDS.index("steps")])
+        return int(self.host.steps)
 
     def add(self, loss_sum: torch.Tensor, correct: Optional[torch.Tensor], count: int, samples: int,
             times: Dict[str, float], metric_sums: Optional[Dict[str, torch.Tensor]] = None) -> None:
@@ -83,13 +107,13 @@ class StepStats:
         if correct is not None:
             self.correct += correct
         h = self.host
-        h[0] += count
-        h[1] += samples
-        h[2] += 1
-        h[3] += times["data_s"]
-        h[4] += times["compute_s"]
-        h[5] += times["optimizer_s"]
-        h[6] += times["step_s"]
+        h.count += count
+        h.samples += samples
+        h.steps += 1
+        h.data_s += times["data_s"]
+        h.compute_s += times["compute_s"]
+        h.optimizer_s += times["optimizer_s"]
+        h.step_s += times["step_s"]
 
     def add_metrics(self, metric_sums: Dict[str, torch.Tensor]) -> None:
         if self.metric_sums is None:
@@ -109,9 +133,9 @@ class StepStats:
         if self.metric_sums is not None:
             self.metric_rows.append(self.metric_sums.clone())
             self.metric_sums.zero_()
-        self.host_rows.append(self.host)
-        self.host = [0.0] * len(HOST_FIELDS)
-        self.meta.append((step, now - self.window_started, lr))
+        self.host_rows.append(host_row(self.host))
+        self.host = HostCounters()
+        self.meta.append(RowMeta(step, now - self.window_started, lr))
         self.window_started = now
         if grad_norm is not None:
             self.grad_norm = grad_norm
@@ -123,7 +147,9 @@ class StepStats:
     def flush(self, stop_vote: bool) -> Flush:
         """Collective: every rank must call it at the same step. A host sync point."""
         if self.meta:
-            parts = [torch.stack(self.device_rows), torch.tensor(self.host_rows, dtype=torch.float64, device=self.device)]
+            parts = [torch.stack(self.device_rows),
+                     torch.tensor(self.host_rows, dtype=torch.float64, device=self.device),
+                     torch.zeros(len(self.meta), 1, dtype=torch.float64, device=self.device)]  # the stop vote
             if self.metric_rows:
                 parts.append(torch.stack(self.metric_rows))
             local = torch.cat(parts, dim=1)
@@ -147,7 +173,7 @@ def gather(local: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).cpu()
 
 
-def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool, metric_names: List[str] = ()) -> Flush:
+def summarise(table: torch.Tensor, meta: List[RowMeta], has_accuracy: bool, metric_names: List[str] = ()) -> Flush:
     """(world, rows, fields) -> per-row global figures and per-rank step timings, all at once."""
     col = {name: table[:, :, i] for name, i in INDEX.items()}
     stop = bool(col["stop"].max().item() > 0)
@@ -161,8 +187,8 @@ def summarise(table: torch.Tensor, meta: List[tuple], has_accuracy: bool, metric
     steps = col["steps"].max(0).values.tolist()
     metric_means = {name: (table[:, :, len(FIELDS) + j].sum(0) / count).tolist()
                     for j, name in enumerate(metric_names)}
-    rows = [RowMetrics(step=m[0], loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
-                       samples=int(samples[i]), steps=int(steps[i]), seconds=m[1], lr=m[2],
+    rows = [RowMetrics(step=m.step, loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
+                       samples=int(samples[i]), steps=int(steps[i]), seconds=m.seconds, lr=m.lr,
                        metrics={name: means[i] for name, means in metric_means.items()})
             for i, m in enumerate(meta)]
     steps_per_rank = col["steps"].sum(1).clamp(min=1)

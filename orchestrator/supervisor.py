@@ -14,6 +14,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from orchestrator.failure import Failure, Kind, TrainingError, root_cause
+from orchestrator.records import Heartbeat, Record
 from orchestrator.watchdog import Watchdog
 from orchestrator.worker_group import WorkerGroup
 
@@ -55,12 +56,12 @@ class Outcome:
 class Supervisor:
     group: WorkerGroup
     sink: Any  # the run's RunSink actor: records from rank 0, in order
-    on_records: Callable[[List[Dict[str, Any]]], None]
+    on_records: Callable[[List[Record]], None]
     stop: StopSignal
     hang_timeout_s: float
     graceful_stop_s: float
     warn: Callable[[str], None] = print
-    heartbeats: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    heartbeats: Dict[int, Heartbeat] = field(default_factory=dict)
 
     def watch(self, run_refs: List[ray.ObjectRef]) -> Outcome:
         rank_of = {ref: rank for rank, ref in enumerate(run_refs)}
@@ -122,14 +123,14 @@ class Supervisor:
             if ref not in ready_set:
                 continue  # unresponsive: counts as no progress
             try:
-                answer = ray.get(ref)
+                heartbeat: Heartbeat = ray.get(ref)
             except (RayActorError, RayTaskError, GetTimeoutError):
                 continue  # a dead worker shows up through its run() result
-            self.heartbeats[rank] = answer["heartbeat"]
-            watchdog.observe(rank, answer["heartbeat"]["progress"], now)
+            self.heartbeats[rank] = heartbeat
+            watchdog.observe(rank, heartbeat.progress, now)
 
     def last_step(self) -> int:
-        return max((hb["step"] for hb in self.heartbeats.values()), default=0)
+        return max((hb.step for hb in self.heartbeats.values()), default=0)
 
     def at_gang_step(self, failure: Failure) -> Failure:
         """A dead process reported its step up to a poll interval before it died; the survivors,
@@ -140,7 +141,8 @@ class Supervisor:
 
     def failure_from(self, err: Exception, rank: int) -> Failure:
         info = self.group.infos[rank]
-        step = self.heartbeats.get(rank, {}).get("step", 0)
+        heartbeat = self.heartbeats.get(rank)
+        step = heartbeat.step if heartbeat else 0
         if isinstance(err, RayTaskError):
             cause = err.cause if getattr(err, "cause", None) is not None else err
             if isinstance(cause, TrainingError):  # raised by the training loop: exact step, full traceback
@@ -156,12 +158,13 @@ class Supervisor:
         stacks = self.collect_stacks()
         lines = []
         for rank in watchdog.stalest(ranks, now):
-            hb = self.heartbeats.get(rank, {})
+            hb = self.heartbeats.get(rank)
+            phase, step = (hb.phase, hb.step) if hb else ("?", "?")
             idle = watchdog.idle_for(rank, now)
             idle_text = f"{idle:.0f}s" if idle is not None else "since start"
             lines.append(f"rank {rank} (node {self.group.infos[rank].node_ip}, pid {self.group.infos[rank].pid}): "
-                         f"no progress for {idle_text}, last in phase '{hb.get('phase', '?')}' at step "
-                         f"{hb.get('step', '?')}\n{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
+                         f"no progress for {idle_text}, last in phase '{phase}' at step {step}\n"
+                         f"{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
         message = (f"no progress on any rank for {self.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s)")
         return Failure(Kind.HANG, None, self.last_step(), message=message, traceback="\n".join(lines),
                        detected_at=now)

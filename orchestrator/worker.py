@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+import dataclasses
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Dict, List, Optional
@@ -25,6 +26,7 @@ from orchestrator import config as C
 from orchestrator.failure import TrainingError
 from orchestrator.components.schedulers import rebase_lr
 from orchestrator.plan import AttemptPlan
+from orchestrator.records import Heartbeat, MetricsRecord, Record, StartupInfo
 from orchestrator.reporting import Reporter
 
 
@@ -50,13 +52,13 @@ class RayReporter(Reporter):
     def __init__(self, rank: int, sink):
         super().__init__(rank, keeps_records=True)
         self.sink = sink
-        self.pending: List[Dict[str, Any]] = []
+        self.pending: List[Record] = []
         self.in_flight: List[Any] = []
         self.last_send = time.monotonic()
 
-    def _put(self, record: Dict[str, Any]) -> None:
+    def _put(self, record: Record) -> None:
         self.pending.append(record)
-        if record["kind"] != "metrics" or time.monotonic() - self.last_send > self.SEND_INTERVAL_S:
+        if not isinstance(record, MetricsRecord) or time.monotonic() - self.last_send > self.SEND_INTERVAL_S:
             self.send()
 
     def send(self) -> None:
@@ -139,8 +141,7 @@ class Worker:
         device = self.device(cfg)
         components = build(cfg, data, plan, self.rank, device, distributed=self.world_size > 1,
                            config_yaml=config_yaml)
-        self.reporter.info({"attempt": plan.attempt, "data_sizes": components.splits.info.sizes,
-                            "startup": {"worker_build_s": time.time() - started}})
+        self.reporter.info(StartupInfo(plan.attempt, {"worker_build_s": time.time() - started}))
         train_state, best_model = None, None
         if resume is not None:
             payload = S.load_payload(resume)
@@ -159,8 +160,8 @@ class Worker:
         return asdict(result)
 
     # ----------------------------------------------------------------- served while training
-    def poll(self) -> Dict[str, Any]:
-        return {"heartbeat": asdict(self.reporter.heartbeat)}
+    def poll(self) -> Heartbeat:
+        return dataclasses.replace(self.reporter.heartbeat)  # a copy: the training thread goes on updating it
 
     def request_stop(self, reason: str) -> None:
         self.reporter.request_stop(reason)

@@ -17,6 +17,7 @@ from orchestrator.components import registry
 from orchestrator.data.module import data_module
 from orchestrator.build import build
 from orchestrator.plan import AttemptPlan
+from orchestrator.records import CheckpointRecord, MetricsRecord
 from orchestrator.reporting import Reporter
 from tests.gloo import run_ranks
 
@@ -73,9 +74,9 @@ def test_accumulation_equals_the_larger_batch_on_two_workers():
 
 def test_metrics_are_reduced_across_ranks_and_reported_by_rank_zero_only(two_workers):
     ranks = two_workers
-    metrics = [r for r in ranks[0]["records"] if r["kind"] == "metrics" and "train/loss" in r["values"]]
-    assert [m["step"] for m in metrics] == [1, 2, 4, 6]
-    values = metrics[-1]["values"]
+    metrics = [r for r in ranks[0]["records"] if isinstance(r, MetricsRecord) and "train/loss" in r.values]
+    assert [m.step for m in metrics] == [1, 2, 4, 6]
+    values = metrics[-1].values
     # Per-worker timings come from every rank, gathered by the reduction.
     assert {"worker/0/step_ms", "worker/1/step_ms", "worker/0/data_ms", "worker/1/data_ms"} <= values.keys()
     assert values["train/loss_max_rank"] >= values["train/loss"] > 0
@@ -85,9 +86,9 @@ def test_metrics_are_reduced_across_ranks_and_reported_by_rank_zero_only(two_wor
 
 def test_final_checkpoint_holds_every_ranks_rng_state(two_workers):
     ranks = two_workers
-    checkpoints = [r for r in ranks[0]["records"] if r["kind"] == "checkpoint"]
-    assert checkpoints and checkpoints[-1]["step"] == 6
-    payload = torch.load(io.BytesIO(checkpoints[-1]["payload"]), weights_only=True)
+    checkpoints = [r for r in ranks[0]["records"] if isinstance(r, CheckpointRecord)]
+    assert checkpoints and checkpoints[-1].step == 6
+    payload = torch.load(io.BytesIO(checkpoints[-1].payload), weights_only=True)
     assert payload["world_size"] == 2 and len(payload["rng"]) == 2
     assert not torch.equal(payload["rng"][0]["torch"], payload["rng"][1]["torch"])  # distinct per-rank streams
     assert payload["train_state"]["step"] == 6

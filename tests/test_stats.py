@@ -50,6 +50,21 @@ def test_a_flush_reports_per_rank_timings_and_the_gradient_norm():
     assert flush.per_rank["step_s"] == [pytest.approx(0.006)] and flush.grad_norm == pytest.approx(1.5)
 
 
+def test_each_host_counter_reaches_its_own_column():
+    # Distinct values per timing: a column mix-up in the gathered table would swap them.
+    times = {"data_s": 0.001, "compute_s": 0.002, "optimizer_s": 0.003, "step_s": 0.007}
+    stats = StepStats(CPU, has_accuracy=True)
+    for _ in range(2):
+        stats.add(torch.tensor(2.0 * 8), torch.tensor(4), 8, 5, times)
+    assert stats.steps_in_window == 2
+    stats.close_row(2, 0.1, None)
+    flush = stats.flush(stop_vote=False)
+    assert {key: values[0] for key, values in flush.per_rank.items()} == pytest.approx(times)
+    (row,) = flush.rows
+    assert (row.step, row.samples, row.steps, row.loss, row.accuracy) == (2, 10, 2, 2.0, 0.5)
+    assert stats.steps_in_window == 0 and flush.stop is False
+
+
 def test_stop_vote_travels_even_without_rows():
     assert StepStats(CPU, has_accuracy=False).flush(stop_vote=True).stop is True
 
