@@ -1,6 +1,7 @@
-"""What to do after a failure: a small pure policy, carried out by the launcher.
+"""What to do after a failure: a small pure policy, carried out by the controller.
 
-Kept free of Ray and torch so it can be tested as a decision table.
+Kept free of Ray and torch so it can be tested as a decision table. The controller
+takes any ``FailurePolicy``; ``MaxFailuresPolicy`` (trainer.max_failures) is the default.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 
 class Kind(str, Enum):
@@ -82,6 +83,21 @@ def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> D
     if count > max_failures:
         return Decision(Action.RAISE, f"failure {count} exceeds trainer.max_failures={max_failures}")
     return Decision(Action.RESTART, f"restart {count} of at most {max_failures}")
+
+
+class FailurePolicy(Protocol):
+    """Restart or raise after ``failure``; ``history``: earlier failures of this run, oldest first."""
+
+    def decide(self, failure: Failure, history: Sequence[Failure]) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class MaxFailuresPolicy:
+    """Restart up to trainer.max_failures times; raise at once when the same exception comes back."""
+    max_failures: int
+
+    def decide(self, failure: Failure, history: Sequence[Failure]) -> Decision:
+        return decide(failure, history, self.max_failures)
 
 
 def root_cause(failures: Sequence[Failure]) -> Failure:

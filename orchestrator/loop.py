@@ -23,13 +23,15 @@ from orchestrator.evaluate import evaluate, to_device
 from orchestrator.health import LayerStats, first_non_finite_gradient
 from orchestrator.monitors import Monitors, generalisation_gap
 from orchestrator.records import FirstStepInfo, PlanInfo
+from orchestrator.outcomes import StopKind
 from orchestrator.reporting import Reporter
 from orchestrator.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
 
 
 @dataclass
 class FitResult:
-    stop_reason: str
+    stop_reason: str                  # for people
+    stop_kind: StopKind               # for the driver, which decides on it
     step: int
     epoch: int
     stopped_on_request: bool = False  # stopped because the driver asked (Ctrl-C, pruning): not completed
@@ -91,6 +93,7 @@ class Loop:
         self.layer_stats = LayerStats(c.module, cfg.health) if r.keeps_records else None
         self.best_weights = best_weights
         self.stop_reason: Optional[str] = None
+        self.stop_kind: Optional[StopKind] = None
         self.stopped_on_request = False
         self.consecutive_skips = 0
         self.last_checkpoint_step = -1
@@ -99,9 +102,10 @@ class Loop:
         self.time_totals: Dict[str, List[float]] = {}  # seconds per rank over the run, by phase
         self.paused_at = time.perf_counter()
 
-    def stop(self, reason: str) -> None:
+    def stop(self, kind: StopKind, reason: Optional[str] = None) -> None:
         """The first reason wins; every rank reaches the same one from the same reduced values."""
-        self.stop_reason = self.stop_reason or reason
+        if self.stop_reason is None:
+            self.stop_kind, self.stop_reason = kind, reason or kind.value
 
     # ----------------------------------------------------------------- phases
     def fit(self) -> FitResult:
@@ -110,9 +114,9 @@ class Loop:
                         world_size=c.plan.world_size, samples_per_step=self.samples_per_step,
                         data_sizes=dict(c.splits.info.sizes)))
         if c.cfg.trainer.max_steps is not None and st.step >= c.cfg.trainer.max_steps:
-            self.stop("max_steps")
+            self.stop(StopKind.MAX_STEPS)
         if st.epoch >= c.cfg.trainer.max_epochs:
-            self.stop("max_epochs")
+            self.stop(StopKind.MAX_EPOCHS)
         while self.stop_reason is None:
             self.train_epoch()
         return self.finish()
@@ -141,7 +145,7 @@ class Loop:
         if cfg.checkpoint.every_epoch:
             self.checkpoint()
         if st.epoch >= cfg.trainer.max_epochs:
-            self.stop("max_epochs")
+            self.stop(StopKind.MAX_EPOCHS)
 
     def train_step(self, micro: List, data_seconds: float) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
@@ -180,7 +184,7 @@ class Loop:
         if cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
             self.checkpoint()
         if cfg.trainer.max_steps is not None and step >= cfg.trainer.max_steps:
-            self.stop("max_steps")
+            self.stop(StopKind.MAX_STEPS)
 
     def first_step_pending(self) -> bool:
         return "first_step_unix" not in self.timing
@@ -197,7 +201,7 @@ class Loop:
         self.consecutive_skips += 1
         if health.nan_policy == "stop" or self.consecutive_skips > health.max_consecutive_skips:
             self.r.event(step, "non_finite", f"{what}. health.nan_policy={health.nan_policy}: stopping")
-            self.stop(f"non-finite loss at step {step}")
+            self.stop(StopKind.NON_FINITE, f"non-finite loss at step {step}")
         else:
             self.r.event(step, "non_finite", f"{what}: update skipped (health.nan_policy=skip)")
         self.r.metrics(step, {"health/skipped_steps": float(self.consecutive_skips)})
@@ -227,7 +231,7 @@ class Loop:
             if not math.isfinite(row.loss) and self.c.cfg.health.nan_policy == "stop":
                 # Reached only with a loss scaler (fp16), whose steps never report non-finite gradients.
                 r.event(row.step, "non_finite", f"non-finite training loss by step {row.step}; stopping")
-                self.stop(f"non-finite loss at step {row.step}")
+                self.stop(StopKind.NON_FINITE, f"non-finite loss at step {row.step}")
             values = row_scalars(row)
             if row is flush.rows[-1]:
                 values.update(flush_scalars(flush, self.samples_per_step))
@@ -235,7 +239,7 @@ class Loop:
             self.window.add(row)
         if flush.stop:
             self.stopped_on_request = True
-            self.stop(r.stop_reason() or "stop requested")
+            self.stop(StopKind.REQUESTED, r.stop_reason() or "stop requested")
 
     def close_and_flush(self) -> None:
         if self.stats.steps_in_window:
@@ -266,12 +270,12 @@ class Loop:
             if signal:
                 self.r.event(step, "overfitting", signal)
                 if m.stop_on_overfitting:
-                    self.stop(f"overfitting: {signal}")
+                    self.stop(StopKind.OVERFITTING, f"overfitting: {signal}")
         if m.early is not None:
             reason = m.early.update(metrics)
             if reason:
                 self.r.event(step, "early_stopping", reason)
-                self.stop(f"early stopping: {reason}")
+                self.stop(StopKind.EARLY_STOPPING, f"early stopping: {reason}")
         self.state.monitors = {**m.state_dict(), "train_window": self.window.state_dict()}
 
     def checkpoint(self) -> None:
@@ -316,8 +320,8 @@ class Loop:
             self.timing["steady_samples_per_sec"] = self.throughput.samples_per_sec
         self.timing.update(time_split(self.time_totals))
         r.progress(st.step, "done")
-        return FitResult(stop_reason=self.stop_reason, step=st.step, epoch=st.epoch, metrics=metrics,
-                         timing=dict(self.timing), stopped_on_request=self.stopped_on_request)
+        return FitResult(stop_reason=self.stop_reason, stop_kind=self.stop_kind, step=st.step, epoch=st.epoch,
+                         metrics=metrics, timing=dict(self.timing), stopped_on_request=self.stopped_on_request)
 
     def test(self) -> Dict[str, float]:
         """The best model (by checkpoint.monitor) on the held-out test split."""

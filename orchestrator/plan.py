@@ -1,8 +1,13 @@
-"""What one attempt of a run looks like: gang size and how the batch is kept (pure, no Ray)."""
+"""What one attempt of a run looks like: which gang to ask for, and how it keeps the batch (pure, no Ray).
+
+The controller takes any ``ScalingPolicy``; ``ElasticPolicy`` (trainer.num_workers, trainer.min_workers,
+fault_tolerance.elastic_batch and the waits) is the default.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List, Optional, Protocol
 
 from orchestrator import config as C
 
@@ -15,24 +20,72 @@ class AttemptPlan:
     lr_scale: float = 1.0   # applied on top of the schedule (elastic scale_lr)
 
 
+@dataclass(frozen=True)
+class GangRequest:
+    """Ask for a gang of this size, waiting at most this long for the cluster to hold it."""
+    world_size: int
+    placement_timeout_s: float
+
+
+class ScalingPolicy(Protocol):
+    num_workers: int  # the configured (full) gang size
+
+    def gang_requests(self, attempt: int) -> List[GangRequest]:
+        """Gangs to try for this attempt, in order; the first that fits is used."""
+
+    def plan(self, attempt: int, world_size: int) -> AttemptPlan:
+        """How a gang of ``world_size`` runs this attempt."""
+
+
+@dataclass(frozen=True)
+class ElasticPolicy:
+    num_workers: int
+    min_workers: Optional[int]   # None: not elastic, always the full gang
+    accumulate: int              # trainer.accumulate_grad_batches
+    elastic_batch: str           # keep_global_batch | scale_lr
+    restart_wait_s: float        # after a failure: how long to wait for the full gang
+    placement_timeout_s: float   # any other gang
+
+    @classmethod
+    def from_config(cls, cfg: C.Config) -> "ElasticPolicy":
+        t, ft = cfg.trainer, cfg.fault_tolerance
+        return cls(t.num_workers, t.min_workers, t.accumulate_grad_batches, ft.elastic_batch, ft.restart_wait_s,
+                   cfg.cluster.placement_timeout_s)
+
+    def sizes(self) -> range:
+        """Gang sizes to try after a failure, largest first."""
+        low = self.min_workers or self.num_workers
+        return range(self.num_workers, low - 1, -1)
+
+    def gang_requests(self, attempt: int) -> List[GangRequest]:
+        """First start: the full gang within cluster.placement_timeout_s. After a failure: wait up to
+        fault_tolerance.restart_wait_s for the full gang, then (elastic, trainer.min_workers) the
+        largest gang that fits, each within cluster.placement_timeout_s."""
+        if attempt == 0:
+            return [GangRequest(self.num_workers, self.placement_timeout_s)]
+        return [GangRequest(size, max(self.restart_wait_s, 1.0) if size == self.num_workers
+                            else self.placement_timeout_s) for size in self.sizes()]
+
+    def plan(self, attempt: int, world_size: int) -> AttemptPlan:
+        """Full-size gangs run as configured. A smaller (elastic) gang either accumulates more
+        micro-batches to keep the global batch, or keeps its batch and scales the LR linearly."""
+        full, accumulate = self.num_workers, self.accumulate
+        if world_size == full:
+            return AttemptPlan(attempt, world_size, accumulate)
+        if self.elastic_batch == "keep_global_batch":
+            total = full * accumulate
+            if total % world_size == 0:
+                return AttemptPlan(attempt, world_size, total // world_size)
+            # Not divisible: keep the nearest smaller global batch and scale the LR for the rest.
+            new_accumulate = max(1, total // world_size)
+            return AttemptPlan(attempt, world_size, new_accumulate, world_size * new_accumulate / total)
+        return AttemptPlan(attempt, world_size, accumulate, world_size / full)
+
+
 def plan_attempt(cfg: C.Config, attempt: int, world_size: int) -> AttemptPlan:
-    """Full-size gangs run as configured. A smaller (elastic) gang either accumulates more
-    micro-batches to keep the global batch, or keeps its batch and scales the LR linearly."""
-    full = cfg.trainer.num_workers
-    accumulate = cfg.trainer.accumulate_grad_batches
-    if world_size == full:
-        return AttemptPlan(attempt, world_size, accumulate)
-    if cfg.fault_tolerance.elastic_batch == "keep_global_batch":
-        total = full * accumulate
-        if total % world_size == 0:
-            return AttemptPlan(attempt, world_size, total // world_size)
-        # Not divisible: keep the nearest smaller global batch and scale the LR for the rest.
-        new_accumulate = max(1, total // world_size)
-        return AttemptPlan(attempt, world_size, new_accumulate, world_size * new_accumulate / total)
-    return AttemptPlan(attempt, world_size, accumulate, world_size / full)
+    return ElasticPolicy.from_config(cfg).plan(attempt, world_size)
 
 
 def elastic_sizes(cfg: C.Config) -> range:
     """Gang sizes to try, largest first."""
-    low = cfg.trainer.min_workers or cfg.trainer.num_workers
-    return range(cfg.trainer.num_workers, low - 1, -1)
+    return ElasticPolicy.from_config(cfg).sizes()

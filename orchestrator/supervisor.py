@@ -13,8 +13,10 @@ from typing import Any, Callable, Dict, List, Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from orchestrator import config as C
 from orchestrator.failure import Failure, Kind, TrainingError, root_cause
 from orchestrator.records import Heartbeat, Record
+from orchestrator.outcomes import AttemptStatus, Outcome
 from orchestrator.watchdog import Watchdog
 from orchestrator.worker_group import WorkerGroup
 
@@ -45,23 +47,14 @@ class StopSignal:
 
 
 @dataclass
-class Outcome:
-    status: str                              # finished | failed | interrupted
-    result: Optional[Dict[str, Any]] = None  # rank 0's FitResult, when finished
-    failure: Optional[Failure] = None
-    last_step: int = 0
-
-
-@dataclass
 class Supervisor:
     group: WorkerGroup
     sink: Any  # the run's RunSink actor: records from rank 0, in order
     on_records: Callable[[List[Record]], None]
     stop: StopSignal
-    hang_timeout_s: float
-    graceful_stop_s: float
+    limits: C.FaultToleranceConfig  # hang_timeout_s, graceful_stop_s
     warn: Callable[[str], None] = print
-    heartbeats: Dict[int, Heartbeat] = field(default_factory=dict)
+    heartbeats: Dict[int, Heartbeat] = field(default_factory=dict, init=False)
 
     def watch(self, run_refs: List[ray.ObjectRef]) -> Outcome:
         rank_of = {ref: rank for rank, ref in enumerate(run_refs)}
@@ -69,7 +62,7 @@ class Supervisor:
         results: Dict[int, Any] = {}
         failures: List[Failure] = []
         first_failure_at: Optional[float] = None
-        watchdog = Watchdog(self.hang_timeout_s, time.time())
+        watchdog = Watchdog(self.limits.hang_timeout_s, time.time())
         stop_forwarded_at: Optional[float] = None
         while True:
             # Returns as soon as any rank's run() ends (finished or failed), else after the interval.
@@ -84,24 +77,26 @@ class Supervisor:
                     first_failure_at = first_failure_at or time.time()
             now = time.time()
             if failures and (not pending or now - first_failure_at > FAILURE_GRACE_S):
-                return Outcome("failed", failure=self.at_gang_step(root_cause(failures)), last_step=self.last_step())
+                return Outcome(AttemptStatus.FAILED, failure=self.at_gang_step(root_cause(failures)),
+                               last_step=self.last_step())
             if not pending and not failures:
                 self.drain_sink()  # the final records (rank 0 waited for their delivery)
-                return Outcome("finished", result=results.get(0), last_step=self.last_step())
+                return Outcome(AttemptStatus.FINISHED, result=results.get(0), last_step=self.last_step())
             if failures:
                 continue
             if self.stop.force.is_set():
-                return Outcome("interrupted", last_step=self.last_step())
+                return Outcome(AttemptStatus.INTERRUPTED, last_step=self.last_step())
             if self.stop.requested and stop_forwarded_at is None:
                 for actor in self.group.actors:
                     actor.request_stop.remote(self.stop.reason or "stop requested")
                 stop_forwarded_at = now
-            if stop_forwarded_at is not None and now - stop_forwarded_at > self.graceful_stop_s:
-                self.warn(f"workers did not stop within {self.graceful_stop_s:g}s "
+            if stop_forwarded_at is not None and now - stop_forwarded_at > self.limits.graceful_stop_s:
+                self.warn(f"workers did not stop within {self.limits.graceful_stop_s:g}s "
                           "(fault_tolerance.graceful_stop_s); stopping them now")
-                return Outcome("interrupted", last_step=self.last_step())
+                return Outcome(AttemptStatus.INTERRUPTED, last_step=self.last_step())
             if watchdog.hung(now):
-                return Outcome("failed", failure=self.hang_failure(watchdog, now), last_step=self.last_step())
+                return Outcome(AttemptStatus.FAILED, failure=self.hang_failure(watchdog, now),
+                               last_step=self.last_step())
 
     # ----------------------------------------------------------------- observation
     def drain_sink(self) -> None:
@@ -165,7 +160,7 @@ class Supervisor:
             lines.append(f"rank {rank} (node {self.group.infos[rank].node_ip}, pid {self.group.infos[rank].pid}): "
                          f"no progress for {idle_text}, last in phase '{phase}' at step {step}\n"
                          f"{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
-        message = (f"no progress on any rank for {self.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s)")
+        message = (f"no progress on any rank for {self.limits.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s)")
         return Failure(Kind.HANG, None, self.last_step(), message=message, traceback="\n".join(lines),
                        detected_at=now)
 

@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import config as C
+from orchestrator.attempt import AttemptArgs
 from orchestrator.failure import TrainingError
 from orchestrator.components.schedulers import rebase_lr
-from orchestrator.plan import AttemptPlan
 from orchestrator.records import Heartbeat, MetricsRecord, Record, StartupInfo
 from orchestrator.reporting import Reporter
 
@@ -127,9 +127,10 @@ class Worker:
             return torch.device("cuda", self.local_device_index)
         return torch.device("cpu")
 
-    def run(self, cfg: C.Config, data, plan: AttemptPlan, resume: Optional[bytes],
-            config_yaml: str = "", sink=None) -> Dict[str, Any]:
-        """Train. ``data`` is the run's DataModule (its datasets are built here, on the worker)."""
+    def run(self, attempt: AttemptArgs) -> Dict[str, Any]:
+        """Train one attempt. ``attempt.data`` is the run's DataModule (its datasets are built here, on the worker)."""
+        cfg, data, plan, config_yaml, sink = attempt.cfg, attempt.data, attempt.plan, attempt.config_yaml, attempt.sink
+        resume = attempt.resume_payload()
         from orchestrator import loop, state as S
         from orchestrator.build import build
 

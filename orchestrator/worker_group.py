@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from orchestrator import config as C
 
 if TYPE_CHECKING:
+    from orchestrator.attempt import AttemptArgs
     from orchestrator.worker import WorkerInfo
 
 
@@ -109,8 +110,9 @@ class WorkerGroup:
             raise
         return cls(actors, infos, pg, timings)
 
-    def run(self, *args) -> List[ray.ObjectRef]:
-        return [actor.run.remote(*args) for actor in self.actors]
+    def run(self, attempt: AttemptArgs) -> List[ray.ObjectRef]:
+        """Start ``Worker.run`` on every rank; one reference per rank, in rank order."""
+        return [actor.run.remote(attempt) for actor in self.actors]
 
     def shutdown(self) -> None:
         release(self.actors, self.pg)

@@ -1,0 +1,31 @@
+"""What each worker of one attempt gets from the driver: one typed record instead of positional arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from orchestrator import config as C
+from orchestrator.plan import AttemptPlan
+
+# The resume checkpoint is in the driver's object store; fetching it is a local or one-hop read.
+RESUME_FETCH_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class AttemptArgs:
+    cfg: C.Config
+    data: Any                  # the run's DataModule, as sent to the workers (see data/module.py)
+    plan: AttemptPlan
+    resume: Any = None         # checkpoint bytes, or an ObjectRef to them (put once, read by every rank)
+    config_yaml: str = ""      # the resolved config, saved in checkpoints
+    sink: Any = None           # the run's RunSink actor: rank 0 reports to it
+
+    def resume_payload(self) -> Optional[bytes]:
+        """The checkpoint to start from. Ray resolves only top-level ObjectRef arguments, so a
+        reference inside this record is fetched here."""
+        if self.resume is None or isinstance(self.resume, (bytes, bytearray)):
+            return self.resume
+        import ray
+
+        return ray.get(self.resume, timeout=RESUME_FETCH_TIMEOUT_S)

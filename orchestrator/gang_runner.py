@@ -1,0 +1,87 @@
+"""Carries the controller's decisions out on Ray: places a gang, runs one attempt on it under a
+Supervisor, releases it. Owns what the attempts share on Ray's side: the data in the object
+store and the run's RunSink actor."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import ray
+
+from orchestrator import config as C
+from orchestrator.attempt import AttemptArgs
+from orchestrator.checkpoint import CheckpointStore
+from orchestrator.outcomes import Outcome
+from orchestrator.plan import AttemptPlan, GangRequest
+from orchestrator.recorder import Recorder
+from orchestrator.supervisor import StopSignal, Supervisor
+from orchestrator.worker_group import WorkerGroup
+
+
+class GangRunner:
+    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal, config_yaml: str):
+        self.cfg, self.recorder, self.stop, self.config_yaml = cfg, recorder, stop, config_yaml
+        self.shared_data = None
+        self.sink = None
+
+    @contextmanager
+    def opened(self, data, store: CheckpointStore) -> Iterator["GangRunner"]:
+        """Hand the data to the workers (in-memory data goes to the object store once; every worker
+        maps it) and start the sink."""
+        t0 = time.perf_counter()
+        self.shared_data = data.to_workers()
+        self.recorder.log.timing["data_share_s"] = time.perf_counter() - t0
+        self.sink = start_run_sink(store)
+        try:
+            yield self
+        finally:
+            ray.kill(self.sink)
+
+    def start(self, request: GangRequest) -> WorkerGroup:
+        cfg = self.cfg
+        if request.placement_timeout_s != cfg.cluster.placement_timeout_s:
+            cluster = dataclasses.replace(cfg.cluster, placement_timeout_s=request.placement_timeout_s)
+            cfg = dataclasses.replace(cfg, cluster=cluster)
+        return WorkerGroup.start(cfg, request.world_size, self.cfg.fault_tolerance.collective_timeout_s)
+
+    def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[bytes]) -> Outcome:
+        """One attempt: train on this gang until it finishes, fails or is stopped; always release it."""
+        try:
+            self.record_gang(group, plan.attempt)
+            view = self.recorder.view
+            supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.fault_tolerance,
+                                    warn=lambda m: view.message(m, style="yellow"))
+            args = AttemptArgs(self.cfg, self.shared_data, plan, ray.put(resume) if resume is not None else None,
+                               self.config_yaml, self.sink)
+            outcome = supervisor.watch(group.run(args))
+        finally:
+            group.shutdown()
+        supervisor.drain_sink()  # everything rank 0 sent: curves, events and checkpoints up to the end
+        return outcome
+
+    def record_gang(self, group: WorkerGroup, attempt: int) -> None:
+        log = self.recorder.log
+        log.info["workers"] = [
+            {"rank": rank, "node_id": info.node_id, "node_ip": info.node_ip, "pid": info.pid, "gpus": info.gpu_ids}
+            for rank, info in enumerate(group.infos)]
+        log.info["world_size"] = group.size
+        if attempt == 0:
+            log.timing.update(group.timings)
+            self.recorder.tb.scalars(0, {f"startup/{key}": value for key, value in log.timing.items()
+                                         if key.endswith("_s")}, replayable=False)
+
+
+def start_run_sink(store: CheckpointStore):
+    """The run's sink, pinned to this (the driver's) node: it writes the run dir's checkpoints."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.run_sink import RunSink
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(RunSink).options(
+        # One call at a time: calls from rank 0 then run in the order it sent them.
+        num_cpus=0, max_concurrency=1, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    ).remote(str(store.directory), store.cfg)
