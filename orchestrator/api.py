@@ -56,7 +56,7 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
 
     try:
         if cfg.search.kind != "none":
-            from orchestrator.search.driver import run_search
+            from orchestrator.search.study_trials import run_search
 
             summary = run_search(cfg, list(overrides), run_dir)
             if summary["interrupted"]:
@@ -80,8 +80,8 @@ def run_search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] =
     summary (best trial, counts, cross-validation statistics)."""
     cfg = compose(overrides)
     prefer_loopback(cfg.cluster)
-    from orchestrator.search import driver
+    from orchestrator.search import study_trials
 
     if cfg.search.kind == "none":
         raise C.ConfigError("search.kind: choose search=grid|random|bayes|kfold to search (got 'none')")
-    return driver.run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())
+    return study_trials.run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())
