@@ -12,7 +12,6 @@ when given the same ``hydra.sweep.dir``.
 # No "from __future__ import annotations": Hydra execs plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
 
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 130  # as a single interrupted run exits
 
 
