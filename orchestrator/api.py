@@ -17,35 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from orchestrator import config as C
 from orchestrator.cluster import prefer_loopback
-
-
-def compose(overrides: Sequence[str] = (), config_dir: Optional[Union[str, Path]] = None,
-            config_name: str = "config") -> C.Config:
-    """The same composition and checks as the command line, without starting anything.
-    ``config_dir``: a folder of the user's own YAMLs (conf/model/resnet.yaml, ...) composed with ours,
-    as ``--config-dir`` does on the command line."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
-    from orchestrator.config import store as config_store
-
-    overrides = list(overrides)
-    if config_dir is not None:
-        user_dir = Path(config_dir).expanduser().resolve()
-        if not user_dir.is_dir():
-            raise C.ConfigError(f"config_dir: no such folder: {user_dir}")
-        overrides.append(f"hydra.searchpath=[file://{user_dir}]")
-    try:
-        if GlobalHydra.instance().is_initialized() and config_dir is None:
-            # Inside the command line's @hydra.main (e.g. composing search trials): reuse its set-up.
-            dict_cfg = hydra_compose(config_name=config_name, overrides=overrides)
-        else:
-            with initialize_config_dir(config_dir=str(config_store.CONF_DIR), version_base=None):
-                dict_cfg = hydra_compose(config_name=config_name, overrides=overrides)
-    except HydraException as err:
-        raise config_store.composition_error(err) from None
-    return config_store.freeze(dict_cfg)
+from orchestrator.composition import compose
 
 
 def default_run_dir(root: Union[str, Path] = "outputs") -> Path:
@@ -93,7 +65,7 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
 
     try:
         if cfg.search.kind != "none":
-            from orchestrator.search.driver import run_search
+            from orchestrator.search.study_trials import run_search
 
             summary = run_search(cfg, list(overrides), run_dir)
             if summary["interrupted"]:
@@ -117,8 +89,8 @@ def run_search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] =
     summary (best trial, counts, cross-validation statistics)."""
     cfg = compose(overrides)
     prefer_loopback(cfg.cluster)
-    from orchestrator.search import driver
+    from orchestrator.search import study_trials
 
     if cfg.search.kind == "none":
         raise C.ConfigError("search.kind: choose search=grid|random|bayes|kfold to search (got 'none')")
-    return driver.run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())
+    return study_trials.run_search(cfg, list(overrides), Path(sweep_dir) if sweep_dir else default_run_dir())

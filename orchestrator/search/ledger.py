@@ -31,10 +31,11 @@ class TrialRecord:
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, load: bool = True):
+        """``load``: continue the records an earlier session left at ``path`` (a resumed search)."""
         self.path = path
         self.trials: Dict[int, TrialRecord] = {}
-        if path.exists():
+        if load and path.exists():
             for row in json.loads(path.read_text()):
                 self.trials[row["number"]] = TrialRecord(**row)
 

@@ -1,53 +1,189 @@
-"""Runs trials concurrently, at most ``slots`` at once; the rest queue. No Ray here: a trial is any
-callable, so this is testable alone. Each trial's own gang is started by ``launch`` on its thread."""
+"""The one trial scheduler behind both a search and Hydra's multirun.
+
+A source hands it trials (an Optuna study asking for the next point, or a fixed list of prepared
+Hydra jobs); it runs each trial as a data-parallel gang (``orchestrator.launcher.launch``) on a thread
+while the cluster has room, fans Ctrl-C out to every running trial as a stop request, records each
+trial in the ledger (``trials.json``) and ends with the ranked report. What to do next and what an
+ending means are pure decisions (``decisions.py``); the source decides only what is its own: which
+trial comes next, and what to tell its study when one ends.
+"""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol
+
+from rich.console import Console
+
+from orchestrator import config as C
+from orchestrator.search import report
+from orchestrator.search.decisions import (Ending, Step, Then, Verdict, first_line, judge, next_step,
+                                           slots_after_placement_timeout)
+from orchestrator.search.ledger import Ledger, TrialRecord
+from orchestrator.search.threads import Finished, TrialThreads
+from orchestrator.search.watch import TrialWatch
+
+if TYPE_CHECKING:  # supervisor imports ray, which must wait for prefer_loopback (a Hydra job imports this)
+    from orchestrator.supervisor import StopSignal
+
+POLL_S = 0.5
+STYLES = {"completed": "green", "pruned": "yellow"}
+
+
+def new_stop_signal() -> "StopSignal":
+    from orchestrator.supervisor import StopSignal
+
+    return StopSignal()
 
 
 @dataclass
-class Finished:
-    key: Any
-    result: Any = None
-    error: Optional[BaseException] = None
-    started: float = 0.0
-    ended: float = field(default_factory=time.time)
+class Trial:
+    """One trial as its source prepared it: a validated config to run as a gang in its run dir."""
+    number: int
+    params: Dict[str, Any]
+    run_dir: Path
+    label: str                                    # what "[trial N] started: ..." shows
+    cfg: Optional[C.Config] = None                # None only with ``completed``
+    stop: "StopSignal" = field(default_factory=new_stop_signal)
+    watch: Optional[TrialWatch] = None            # its value when set; else its final metric
+    completed: Optional[Dict[str, Any]] = None    # summary of an earlier session's finished run: not rerun
+
+
+class TrialSource(Protocol):
+    def headline(self, slots: int) -> str: ...
+    def remaining(self, finished: int, running: int) -> int: ...
+    def next_trial(self) -> Trial: ...
+    def settle(self, trial: Trial, record: TrialRecord, verdict: Verdict) -> None: ...
+
+
+@dataclass
+class Sweep:
+    """What the scheduler needs besides its trials."""
+    sweep_dir: Path
+    search: C.SearchConfig        # the metric, its direction: trial values and the report
+    gang: C.Config                # the largest gang: its cluster, and how many gangs fit at once
+    max_concurrent: Optional[int] = None
+    noun: str = "trial"
+    resume_hint: str = "Run the same command again to resume."
+
+
+def gangs_that_fit(cfg: C.Config) -> int:
+    """How many gangs of this config the cluster holds at once (at least one)."""
+    import ray
+
+    total = ray.cluster_resources()
+    per_gang_cpu = cfg.trainer.num_workers * cfg.cluster.cpus_per_worker
+    fit = int(total.get("CPU", 0) // per_gang_cpu)
+    if cfg.cluster.gpus_per_worker:
+        fit = min(fit, int(total.get("GPU", 0) // (cfg.trainer.num_workers * cfg.cluster.gpus_per_worker)))
+    return max(1, fit)
 
 
 class TrialScheduler:
-    def __init__(self, slots: int):
-        self.slots = slots
-        self.running: Dict[Any, threading.Thread] = {}
-        self.done: "queue.Queue[Finished]" = queue.Queue()
+    def __init__(self, source: TrialSource, sweep: Sweep, ledger: Ledger, console: Console):
+        self.source, self.sweep, self.ledger, self.console = source, sweep, ledger, console
+        self.trials: Dict[int, Trial] = {}   # running
+        self.errors: Dict[int, BaseException] = {}  # what failed trials raised
+        self.interrupted = threading.Event()
 
-    @property
-    def free(self) -> int:
-        return self.slots - len(self.running)
+    def run(self) -> Dict[str, Any]:
+        """Every trial run (or the run cut short by Ctrl-C); returns the report's summary."""
+        from orchestrator.cluster import RaySession
+        from orchestrator.signals import interrupts_call
 
-    def start(self, key: Any, work: Callable[[], Any]) -> None:
-        assert self.free > 0, "no free slot"
-        started = time.time()
+        # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
+        with RaySession(self.sweep.gang.cluster), interrupts_call(self.on_interrupt):
+            threads = TrialThreads(self.sweep.max_concurrent or gangs_that_fit(self.sweep.gang))
+            self.say(self.source.headline(threads.slots), "bold")
+            self.loop(threads)
+        return self.report()
 
-        def body():
-            try:
-                self.done.put(Finished(key, result=work(), started=started))
-            except BaseException as err:  # noqa: BLE001 - reported to the caller, who decides
-                self.done.put(Finished(key, error=err, started=started))
+    def loop(self, threads: TrialThreads) -> None:
+        while True:
+            step = next_step(threads.free, self.interrupted.is_set(),
+                             self.source.remaining(len(self.ledger.finished()), len(threads.running)),
+                             len(threads.running))
+            if step is Step.END:
+                return
+            if step is Step.START:
+                self.start(self.source.next_trial(), threads)
+                continue
+            finished = threads.wait(timeout=POLL_S)
+            if finished is not None:
+                self.finish(finished, threads)
 
-        thread = threading.Thread(target=body, name=f"trial-{key}", daemon=True)
-        self.running[key] = thread
-        thread.start()
+    def start(self, trial: Trial, threads: TrialThreads) -> None:
+        from orchestrator.launcher import launch
 
-    def wait(self, timeout: Optional[float] = None) -> Optional[Finished]:
-        """The next trial to finish, or None after ``timeout`` seconds."""
-        try:
-            finished = self.done.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        self.running.pop(finished.key).join()
-        return finished
+        record = TrialRecord(number=trial.number, params=trial.params, run_dir=str(trial.run_dir))
+        if trial.completed is not None:
+            self.say(f"[{self.sweep.noun} {trial.number}] already completed: {trial.label}")
+            self.close(record, trial, metrics=trial.completed["metrics"], steps=trial.completed["steps"])
+            record.status = "completed"
+            self.ledger.put(record)
+            return
+        self.ledger.put(record)
+        self.trials[trial.number] = trial
+        self.say(f"[{self.sweep.noun} {trial.number}] started: {trial.label}")
+        threads.start(trial.number, lambda: launch(trial.cfg, trial.run_dir, stop=trial.stop, observer=trial.watch,
+                                                   show_progress=False, hparams_experiment=False))
+
+    def finish(self, finished: Finished, threads: TrialThreads) -> None:
+        from orchestrator.worker_group import PlacementTimeout
+
+        trial, result = self.trials.pop(finished.key), finished.result
+        record = self.ledger.trials[trial.number]
+        self.close(record, trial, metrics=result.metrics if result else {},
+                   steps=result.summary.get("steps", 0) if result else 0)
+        verdict = judge(Ending(error=None if finished.error is None else first_line(finished.error),
+                               placement_timeout=isinstance(finished.error, PlacementTimeout),
+                               run_status=result.status if result else "",
+                               pruned_at=trial.watch.pruned_at if trial.watch else None,
+                               others_running=len(threads.running)))
+        record.status, record.note = verdict.status, verdict.note
+        if verdict.status == "failed" and finished.error is not None:
+            self.errors[trial.number] = finished.error
+        self.ledger.put(record)
+        self.source.settle(trial, record, verdict)
+        if verdict.then is Then.END_SEARCH:
+            from orchestrator.launcher import RunFailed
+
+            raise RunFailed(f"no {self.sweep.noun} of this sweep can run: {finished.error}", {})
+        if verdict.then is Then.RUN_AGAIN:
+            threads.slots = slots_after_placement_timeout(len(threads.running))
+        self.say_ended(record)
+
+    def close(self, record: TrialRecord, trial: Trial, metrics: Dict[str, float], steps: int) -> None:
+        record.ended, record.metrics, record.steps = time.time(), metrics, steps
+        record.value = trial.watch.value if trial.watch else metrics.get(self.sweep.search.metric)
+
+    def say_ended(self, record: TrialRecord) -> None:
+        seconds = record.ended - record.started
+        self.say(f"[{self.sweep.noun} {record.number}] {record.status}: {self.sweep.search.metric}="
+                 f"{report.fmt(record.value)} ({seconds:.1f}s){' - ' + record.note if record.note else ''}",
+                 STYLES.get(record.status, "red"))
+
+    def on_interrupt(self, name: str) -> None:
+        noun = self.sweep.noun
+        if self.interrupted.is_set():
+            self.say(f"{name} again: stopping every {noun} now", "bold red")
+        else:
+            self.say(f"{name}: no new {noun}s; running {noun}s stop at their next step boundary and "
+                     f"checkpoint (again to stop at once). {self.sweep.resume_hint}", "bold yellow")
+        self.interrupted.set()
+        for trial in list(self.trials.values()):
+            trial.stop.request(f"interrupted ({name})")
+
+    def report(self) -> Dict[str, Any]:
+        trials = list(self.ledger.trials.values())
+        summary = report.write(trials, self.sweep.search, self.sweep.sweep_dir, self.console)
+        groups = sorted({k for t in trials for k in t.params if "." not in k})  # config groups, e.g. optimizer
+        report.hparams_experiment(self.sweep.sweep_dir, trials, self.sweep.search, groups)
+        summary["interrupted"] = self.interrupted.is_set()
+        return summary
+
+    def say(self, text: str, style: str = "") -> None:
+        self.console.print(text, style=style or None, highlight=False, soft_wrap=True, markup=False)
