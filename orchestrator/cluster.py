@@ -29,6 +29,10 @@ SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 class ClusterJoinError(RuntimeError):
     """Joining cluster.address failed (unreachable, or the token was refused); the message says what to do."""
 
+    def __init__(self, message: str, auth: bool = False):
+        super().__init__(message)
+        self.auth = auth  # the cluster refused us for want of a (valid) token
+
 
 def prefer_loopback(cluster: C.ClusterConfig) -> None:
     """Kept for callers; the embedded Ray's loopback address is now set by RaySession for its own
@@ -47,6 +51,19 @@ def loopback_only() -> Iterator[None]:
             yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextlib.contextmanager
+def few_connect_retries(tries: int = 3) -> Iterator[None]:
+    """ray.init retries its first GCS call about once a second, 20 times (read at call time)."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.NUM_REDIS_GET_RETRIES
+    ray_constants.NUM_REDIS_GET_RETRIES = tries
+    try:
+        yield
+    finally:
+        ray_constants.NUM_REDIS_GET_RETRIES = saved
 
 
 @contextlib.contextmanager
@@ -115,15 +132,30 @@ class RaySession:
         return self
 
     def join(self, common: Dict) -> None:
+        """Join as the user's environment says; when the cluster wants a token, one is at hand and the
+        user chose no mode, join again in token mode. Not token mode up front: a token-mode driver on a
+        cluster without authentication refuses its own workers (their actors die at start)."""
+        token_mode = cluster_auth.join_env(os.environ, Path.home())
+        if token_mode:
+            try:
+                with few_connect_retries():  # a token cluster refuses at once; don't retry for 20 s
+                    return self.connect(common)
+            except ClusterJoinError as err:
+                if not err.auth:
+                    raise
+            cluster_auth.apply(token_mode)
+        self.connect(common)
+
+    def connect(self, common: Dict) -> None:
         import ray
 
         address = self.cluster.address
-        cluster_auth.apply(cluster_auth.join_env(os.environ, Path.home()))
         try:
             ray.init(address=address, runtime_env=runtime_env(self.cluster), **common)
         except Exception as err:  # Ray's AuthenticationError arrives bare or wrapped in a ConnectionError
             if cluster_auth.is_auth_failure(err):
-                raise ClusterJoinError(cluster_auth.auth_failure_message(address, os.environ, Path.home())) from None
+                raise ClusterJoinError(cluster_auth.auth_failure_message(address, os.environ, Path.home()),
+                                       auth=True) from None
             if isinstance(err, ConnectionError):
                 raise ClusterJoinError(f"cannot reach the Ray cluster at {address} (cluster.address): {err}. "
                                        "Is it running (`ray status --address ADDRESS`)?") from None

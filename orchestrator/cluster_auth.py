@@ -34,10 +34,12 @@ def token_source(environ: Mapping[str, str], home: Path) -> Optional[str]:
 
 
 def join_env(environ: Mapping[str, str], home: Path) -> Dict[str, str]:
-    """Joining a cluster: token mode when a token is at hand and the user did not choose a mode.
+    """Joining a cluster: token mode (the fallback when the cluster refuses us) when a token is at hand
+    and the user did not choose a mode.
 
     Ray does this itself only for address=auto; with HOST:PORT a cluster started by ``ray start --head``
-    (token mode by default) would refuse us. A cluster without authentication ignores the token.
+    (token mode by default) would refuse us. Only as a fallback: a token-mode driver on a cluster without
+    authentication refuses its own workers.
     """
     if environ.get(AUTH_MODE) is None and token_source(environ, home) is not None:
         return {AUTH_MODE: "token"}
