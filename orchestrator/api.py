@@ -60,6 +60,7 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
     """The command line's run (or search): prints errors instead of raising; returns the exit code."""
     prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.checkpoint import CorruptCheckpoint
+    from orchestrator.cluster import ClusterJoinError
     from orchestrator.launcher import RunDirInUse, RunFailed, launch
     from orchestrator.worker_group import PlacementTimeout
 
@@ -73,9 +74,11 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
             return 1 if summary["completed"] == 0 and summary["failed"] else 0
         result = launch(cfg, run_dir, command_start=command_start)
     except (FileNotFoundError, RunDirInUse) as err:  # a data.path or trainer.resume, a run dir: the config
+        if isinstance(err, FileNotFoundError) and err.errno is not None:
+            raise  # the operating system's, not one of ours (they name their key): not a config error
         print(f"\nConfiguration error: {err}", file=sys.stderr)
         return 2
-    except (RunFailed, PlacementTimeout, CorruptCheckpoint) as err:
+    except (RunFailed, PlacementTimeout, CorruptCheckpoint, ClusterJoinError) as err:
         print(f"\nRun failed: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C: everything was torn down, without a final checkpoint

@@ -7,25 +7,75 @@ fixture, a user's script) is used as is and left running.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, List, Optional
 
+from orchestrator import cluster_auth
 from orchestrator import config as C
+
+# Ray's single-machine switch (what it does on macOS and Windows): the node address becomes 127.0.0.1,
+# so nothing of an embedded Ray listens on outside interfaces. Ray reads it once, at import, into
+# ray_constants (the driver) and from the environment (the processes ray.init starts: raylet,
+# workers). Both are set only while ray.init runs: a later join in the same process (a notebook)
+# must get its real node address.
+SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+class ClusterJoinError(RuntimeError):
+    """Joining cluster.address failed (unreachable, or the token was refused); the message says what to do."""
+
+    def __init__(self, message: str, auth: bool = False):
+        super().__init__(message)
+        self.auth = auth  # the cluster refused us for want of a (valid) token
 
 
 def prefer_loopback(cluster: C.ClusterConfig) -> None:
-    """An embedded Ray listens on loopback only. Must run before ``import ray``.
+    """Kept for callers; the embedded Ray's loopback address is now set by RaySession for its own
+    ray.init only (a process-wide RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 outlived the run and made a
+    later join in the same process report 127.0.0.1 as its node address)."""
 
-    Ray's own switch for single-machine use (what it does on macOS and Windows):
-    the node address becomes 127.0.0.1, so nothing listens on outside interfaces.
-    """
-    if cluster.address is None and "ray" not in sys.modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        with scoped_env(SINGLE_MACHINE_ENV):
+            yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextlib.contextmanager
+def few_connect_retries(tries: int = 3) -> Iterator[None]:
+    """ray.init retries its first GCS call about once a second, 20 times (read at call time)."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.NUM_REDIS_GET_RETRIES
+    ray_constants.NUM_REDIS_GET_RETRIES = tries
+    try:
+        yield
+    finally:
+        ray_constants.NUM_REDIS_GET_RETRIES = saved
+
+
+@contextlib.contextmanager
+def scoped_env(changes: Dict[str, str]) -> Iterator[None]:
+    """Set environment variables (those the user has not set) for the block only."""
+    added = {k: v for k, v in changes.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def runtime_env(cluster: C.ClusterConfig) -> Optional[Dict]:
@@ -35,13 +85,24 @@ def runtime_env(cluster: C.ClusterConfig) -> Optional[Dict]:
     importing at this moment (the launcher loads torch while Ray starts), and torch must not be
     imported by two threads at once.
     """
-    if cluster.address is None or not cluster.ship_code:
+    if cluster.address is None:
         return None
+    folders = own_packages() if cluster.ship_code else []
+    folders += [str(Path(module).resolve()) if "://" not in module else module for module in cluster.py_modules]
+    env: Dict = {"py_modules": folders} if folders else {}
+    if cluster.working_dir is not None:
+        env["working_dir"] = str(Path(cluster.working_dir).resolve())
+    if cluster.pip:
+        env["pip"] = list(cluster.pip)
+    return env or None
+
+
+def own_packages() -> List[str]:
     folders = [str(Path(__file__).resolve().parent)]
     models_spec = importlib.util.find_spec("models")
     if models_spec is not None and models_spec.submodule_search_locations:
         folders.append(str(list(models_spec.submodule_search_locations)[0]))
-    return {"py_modules": folders}
+    return folders
 
 
 class RaySession:
@@ -52,7 +113,6 @@ class RaySession:
         self.seconds = 0.0
 
     def __enter__(self) -> "RaySession":
-        prefer_loopback(self.cluster)
         import ray
 
         t0 = time.perf_counter()
@@ -61,13 +121,45 @@ class RaySession:
         common = dict(include_dashboard=self.cluster.include_dashboard, logging_level=logging.WARNING,
                       log_to_driver=True, configure_logging=True)
         if self.cluster.address is None:
-            ray.init(num_cpus=self.cluster.num_cpus or os.cpu_count(), **common)
+            cluster_auth.apply(cluster_auth.local_env(os.environ))
+            with loopback_only():
+                ray.init(num_cpus=self.cluster.num_cpus or os.cpu_count(), **common)
             self.started = True
         else:
-            ray.init(address=self.cluster.address, runtime_env=runtime_env(self.cluster), **common)
+            self.join(common)
         self.connected = True
         self.seconds = time.perf_counter() - t0
         return self
+
+    def join(self, common: Dict) -> None:
+        """Join as the user's environment says; when the cluster wants a token, one is at hand and the
+        user chose no mode, join again in token mode. Not token mode up front: a token-mode driver on a
+        cluster without authentication refuses its own workers (their actors die at start)."""
+        token_mode = cluster_auth.join_env(os.environ, Path.home())
+        if token_mode:
+            try:
+                with few_connect_retries():  # a token cluster refuses at once; don't retry for 20 s
+                    return self.connect(common)
+            except ClusterJoinError as err:
+                if not err.auth:
+                    raise
+            cluster_auth.apply(token_mode)
+        self.connect(common)
+
+    def connect(self, common: Dict) -> None:
+        import ray
+
+        address = self.cluster.address
+        try:
+            ray.init(address=address, runtime_env=runtime_env(self.cluster), **common)
+        except Exception as err:  # Ray's AuthenticationError arrives bare or wrapped in a ConnectionError
+            if cluster_auth.is_auth_failure(err):
+                raise ClusterJoinError(cluster_auth.auth_failure_message(address, os.environ, Path.home()),
+                                       auth=True) from None
+            if isinstance(err, ConnectionError):
+                raise ClusterJoinError(f"cannot reach the Ray cluster at {address} (cluster.address): {err}. "
+                                       "Is it running (`ray status --address ADDRESS`)?") from None
+            raise
 
     def __exit__(self, *exc) -> None:
         self.close()

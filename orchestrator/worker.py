@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import config as C
+from orchestrator import network
 from orchestrator.attempt import AttemptArgs
 from orchestrator.failure import TrainingError
 from orchestrator.components.schedulers import rebase_lr
@@ -100,15 +101,18 @@ class Worker:
         gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         return WorkerInfo(self.index, ctx.get_node_id(), ray.util.get_node_ip_address(), os.getpid(), gpu_ids)
 
-    def free_port(self) -> int:
-        """A free TCP port on this node for the rendezvous (rank 0 hosts it)."""
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("", 0))
+    def free_port(self, host: str = "0.0.0.0") -> int:
+        """A free TCP port on this node for the rendezvous (rank 0 hosts it), probed with a socket of
+        ``host``'s address family (an IPv6 node address needs an IPv6 port)."""
+        family = network.address_family(host)
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(("::" if family == socket.AF_INET6 else "", 0))
             return s.getsockname()[1]
 
     def join(self, rank: int, world_size: int, master_addr: str, master_port: int, timeout_s: float,
-             cuda_visible_devices: Optional[str]) -> None:
-        """Join the process group: NCCL on a GPU, gloo on the CPU."""
+             cuda_visible_devices: Optional[str], gloo_ifname: Optional[str] = None) -> None:
+        """Join the process group: NCCL on a GPU, gloo on the CPU (on the interface of the node IP,
+        or ``gloo_ifname`` from cluster.gloo_socket_ifname)."""
         self.rank, self.world_size = rank, world_size
         if cuda_visible_devices is not None:
             # Like Ray Train: workers on one node see all of that node's gang GPUs (so NCCL can use
@@ -117,7 +121,13 @@ class Worker:
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
             self.local_device_index = cuda_visible_devices.split(",").index(own)
         backend = "nccl" if self.local_device_index is not None else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=rank,
+        if backend == "gloo":
+            import psutil
+            import ray
+
+            os.environ.update(network.gloo_socket_ifname(ray.util.get_node_ip_address(), os.environ,
+                                                         gloo_ifname, psutil.net_if_addrs()))
+        dist.init_process_group(backend, init_method=network.tcp_url(master_addr, master_port), rank=rank,
                                 world_size=world_size, timeout=timedelta(seconds=timeout_s))
 
     # ----------------------------------------------------------------- training

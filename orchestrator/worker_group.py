@@ -104,7 +104,8 @@ class WorkerGroup:
             infos = wait_for_actors(actors, timings)
             order = rank_order(infos)
             actors, infos = [actors[i] for i in order], [infos[i] for i in order]
-            rendezvous(actors, infos, collective_timeout_s, timings, use_gpus=cfg.trainer.device != "cpu")
+            rendezvous(actors, infos, collective_timeout_s, timings, use_gpus=cfg.trainer.device != "cpu",
+                       gloo_ifname=cfg.cluster.gloo_socket_ifname)
         except BaseException:
             release(actors, pg)  # teardown in one place, also after a failed start
             raise
@@ -161,13 +162,14 @@ def wait_for_actors(actors: List[Any], timings: Dict[str, float]) -> List[Worker
 
 
 def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, timings: Dict[str, float],
-               use_gpus: bool = True) -> None:
-    """Rank 0 hosts the TCP store; ``timeout_s`` is also torch.distributed's collective timeout."""
+               use_gpus: bool = True, gloo_ifname: Optional[str] = None) -> None:
+    """Rank 0 hosts the TCP store; ``timeout_s`` is also torch.distributed's collective timeout.
+    ``gloo_ifname``: cluster.gloo_socket_ifname (null: each worker picks the interface of its node IP)."""
     t0 = time.perf_counter()
     master_addr = infos[0].node_ip
-    master_port = ray.get(actors[0].free_port.remote(), timeout=ACTOR_START_TIMEOUT_S)
+    master_port = ray.get(actors[0].free_port.remote(master_addr), timeout=ACTOR_START_TIMEOUT_S)
     devices = shared_cuda_devices(infos, use_gpus)
-    refs = [a.join.remote(rank, len(actors), master_addr, master_port, timeout_s, devices[rank])
+    refs = [a.join.remote(rank, len(actors), master_addr, master_port, timeout_s, devices[rank], gloo_ifname)
             for rank, a in enumerate(actors)]
     bound = min(timeout_s, RENDEZVOUS_TIMEOUT_S)
     ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bound)

@@ -42,6 +42,43 @@ def test_strict_spread_gang_runs_one_worker_per_node(two_node_cluster, tmp_path)
     assert list((tmp_path / "checkpoints").glob("step-*.pt")), "rank 0's checkpoints reach the driver's disk"
 
 
+def test_user_code_outside_the_project_reaches_every_node(two_node_cluster, tmp_path):
+    """cluster.py_modules and cluster.working_dir ship the user's code through the runtime env we build:
+    a module that lives in a temp dir (on no worker's path) imports inside a task on each node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator import config as C
+    from orchestrator.cluster import runtime_env
+
+    package = tmp_path / "user_nets_7f3a"
+    package.mkdir()
+    (package / "__init__.py").write_text("def depth():\n    return 18\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "user_helpers_7f3a.py").write_text("NAME = 'helpers'\n")
+    cfg = C.ClusterConfig(address=two_node_cluster.address, py_modules=[str(package)], working_dir=str(work))
+
+    @ray.remote(num_cpus=1)
+    def import_user_code():
+        import user_helpers_7f3a
+        import user_nets_7f3a
+
+        return user_nets_7f3a.depth(), user_helpers_7f3a.NAME
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=two_node_cluster.address, runtime_env=runtime_env(cfg))
+    try:
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 2
+        for node in nodes:  # one after the other: both raylets of this test share one runtime_resources folder
+            task = import_user_code.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+            assert ray.get(task.remote(), timeout=120) == (18, "helpers")
+    finally:
+        ray.shutdown()
+
+
 def test_losing_a_node_shrinks_the_gang_and_the_run_completes(two_node_cluster, tmp_path):
     """Elastic: the node of one worker disappears; the run goes on with one worker from the last
     checkpoint, accumulating two micro-batches to keep the global batch."""
@@ -69,3 +106,4 @@ def test_losing_a_node_shrinks_the_gang_and_the_run_completes(two_node_cluster, 
     assert len(result.summary["workers"]) == 1
     scalars = read_scalars(tmp_path / "tb")
     assert scalars["train/global_batch"][-1][1] == scalars["train/global_batch"][0][1], "global batch kept"
+

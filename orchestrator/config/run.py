@@ -13,6 +13,7 @@ schema of the built-in they select (beside that component, in ``orchestrator/com
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -201,6 +202,14 @@ class ClusterConfig:
     include_dashboard: bool = False
     # Ship this project's code to the cluster's nodes (runtime_env py_modules) when joining a cluster.
     ship_code: bool = True
+    # The network interface gloo binds to (null: the one that carries the node IP Ray reports;
+    # GLOO_SOCKET_IFNAME set on a node wins over both).
+    gloo_socket_ifname: Optional[str] = None
+    # Your code on the cluster's nodes (Ray runtime_env, only when joining a cluster): a folder to
+    # ship and run the workers in, your packages (folders), and pip requirements to install.
+    working_dir: Optional[str] = None
+    py_modules: List[str] = field(default_factory=list)
+    pip: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         require(self.address is None or self.address.strip() != "", "cluster.address",
@@ -214,6 +223,17 @@ class ClusterConfig:
         require_choice("cluster.placement_strategy", self.placement_strategy, STRATEGIES)
         require(self.placement_timeout_s > 0, "cluster.placement_timeout_s", "must be > 0",
                 self.placement_timeout_s)
+        require(self.gloo_socket_ifname is None or self.gloo_socket_ifname.strip() != "",
+                "cluster.gloo_socket_ifname", "must be null or an interface name", self.gloo_socket_ifname)
+        require(self.working_dir is None or os.path.isdir(self.working_dir), "cluster.working_dir",
+                "must be null or an existing folder", self.working_dir)
+        for module in self.py_modules:
+            # Ray also takes remote URIs (s3://, https://...); only local paths can be checked here.
+            require("://" in module or os.path.exists(module), "cluster.py_modules",
+                    "entries must be existing folders (or remote URIs)", module)
+        for requirement in self.pip:
+            require(isinstance(requirement, str) and requirement.strip() != "", "cluster.pip",
+                    "entries must be pip requirement strings", requirement)
 
 
 # ----------------------------------------------------------------------------- chaos
