@@ -9,7 +9,7 @@ __all__ = ["compose", "run", "run_search", "ConfigError", "RunFailed", "DataModu
 
 def __getattr__(name):
     if name == "RunFailed":  # lazily: the launcher imports Ray, which the command line loads later
-        from orchestrator.launcher import RunFailed
+        from orchestrator.driver.launcher import RunFailed
 
         return RunFailed
     raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from orchestrator import config as C
-from orchestrator.cluster import prefer_loopback
+from orchestrator.driver.cluster import prefer_loopback
 from orchestrator.composition import compose
 
 
@@ -49,7 +49,7 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
     C.validate(cfg)  # a config object edited by hand is checked again
     registry.check(cfg)
     prefer_loopback(cfg.cluster)  # before anything imports ray
-    from orchestrator.launcher import launch
+    from orchestrator.driver.launcher import launch
 
     return launch(cfg, Path(run_dir) if run_dir else default_run_dir(), show_progress=show_progress,
                   observer=on_metrics)
@@ -59,10 +59,10 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
                overrides: Sequence[str] = ()) -> int:
     """The command line's run (or search): prints errors instead of raising; returns the exit code."""
     prefer_loopback(cfg.cluster)  # before anything imports ray
-    from orchestrator.checkpoint import CorruptCheckpoint
-    from orchestrator.cluster import ClusterJoinError
-    from orchestrator.launcher import RunDirInUse, RunFailed, launch
-    from orchestrator.worker_group import PlacementTimeout
+    from orchestrator.checkpoint.store import CorruptCheckpoint
+    from orchestrator.driver.cluster import ClusterJoinError
+    from orchestrator.driver.launcher import RunDirInUse, RunFailed, launch
+    from orchestrator.driver.worker_group import PlacementTimeout
 
     try:
         if cfg.search.kind != "none":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from orchestrator import config as C
-from orchestrator.plan import AttemptPlan
+from orchestrator.policy.plan import AttemptPlan
 
 # The resume checkpoint is in the driver's object store; fetching it is a local or one-hop read.
 RESUME_FETCH_TIMEOUT_S = 600.0

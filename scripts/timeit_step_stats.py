@@ -12,7 +12,7 @@ import timeit
 
 import torch
 
-from orchestrator.stats import StepStats
+from orchestrator.worker.stats import StepStats
 
 TIMES = {"data_s": 0.001, "compute_s": 0.004, "optimizer_s": 0.001, "step_s": 0.006}
 CALLS = 100_000

@@ -11,7 +11,7 @@ from typing import List
 import pytest
 
 from orchestrator import config as C
-from orchestrator.checkpoint import CheckpointStore, CorruptCheckpoint, resolve_resume
+from orchestrator.checkpoint.store import CheckpointStore, CorruptCheckpoint, resolve_resume
 
 
 def payload(step: int) -> bytes:

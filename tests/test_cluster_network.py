@@ -7,8 +7,8 @@ from collections import namedtuple
 
 import pytest
 
-from orchestrator import network
-from orchestrator.worker import Worker
+from orchestrator.worker import network
+from orchestrator.worker.actor import Worker
 
 Addr = namedtuple("Addr", "family address netmask broadcast ptp")
 IF_ADDRS = {

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cluster_auth
+from orchestrator.driver import cluster_auth
 from orchestrator import config as C
-from orchestrator.cluster import runtime_env
+from orchestrator.driver.cluster import runtime_env
 from tests.helpers import REPO
 
 
@@ -74,7 +74,7 @@ LOCAL_THEN_LOOK = textwrap.dedent("""
     import ray
     from ray._private import ray_constants
     from orchestrator import config as C
-    from orchestrator.cluster import RaySession
+    from orchestrator.driver.cluster import RaySession
 
     @ray.remote
     def node_ip():

@@ -12,16 +12,16 @@ from typing import List, Optional
 import pytest
 
 from orchestrator import config as C
-from orchestrator.controller import Controller, RunContext, State, after_attempt, after_decision
-from orchestrator.checkpoint import CheckpointStore, Manifest
-from orchestrator.failure import Action, Decision, Failure, Kind, MaxFailuresPolicy, decide
-from orchestrator.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
-from orchestrator.plan import AttemptPlan, ElasticPolicy, GangRequest, plan_attempt
-from orchestrator.progress import ProgressView
-from orchestrator.recorder import Recorder
-from orchestrator.supervisor import StopSignal
-from orchestrator.tensorboard_sink import TensorBoardSink
-from orchestrator.worker_group import PlacementTimeout
+from orchestrator.driver.controller import Controller, RunContext, State, after_attempt, after_decision
+from orchestrator.checkpoint.store import CheckpointStore, Manifest
+from orchestrator.policy.failure import Action, Decision, Failure, Kind, MaxFailuresPolicy, decide
+from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
+from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, plan_attempt
+from orchestrator.driver.progress import ProgressView
+from orchestrator.driver.recorder import Recorder
+from orchestrator.driver.supervisor import StopSignal
+from orchestrator.driver.tensorboard_sink import TensorBoardSink
+from orchestrator.driver.worker_group import PlacementTimeout
 
 S = State
 

@@ -12,13 +12,14 @@ import io
 import pytest
 import torch
 
-from orchestrator import config as C, loop
+from orchestrator import config as C
+from orchestrator.worker import loop
 from orchestrator.components import registry
 from orchestrator.data.module import data_module
-from orchestrator.build import build
-from orchestrator.plan import AttemptPlan
+from orchestrator.worker.build import build
+from orchestrator.policy.plan import AttemptPlan
 from orchestrator.records import CheckpointRecord, MetricsRecord
-from orchestrator.reporting import Reporter
+from orchestrator.worker.reporting import Reporter
 from tests.gloo import run_ranks
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.failure import Action, Failure, Kind, decide, is_collective_error, root_cause
+from orchestrator.policy.failure import Action, Failure, Kind, decide, is_collective_error, root_cause
 
 
 def died(step=10, rank=1, at=0.0):

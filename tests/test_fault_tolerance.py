@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 import orchestrator
-from orchestrator.launcher import RunFailed
+from orchestrator.driver.launcher import RunFailed
 from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.ray

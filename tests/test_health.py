@@ -6,7 +6,7 @@ import torch
 
 import models
 from orchestrator import config as C
-from orchestrator.health import LayerStats, first_non_finite_gradient, sentinel_parameter
+from orchestrator.worker.health import LayerStats, first_non_finite_gradient, sentinel_parameter
 
 
 def test_a_gradient_warning_is_given_once_per_layer_until_it_recovers():

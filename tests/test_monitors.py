@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import config as C
-from orchestrator.monitors import BestTracker, EarlyStopping, Monitors, OverfittingDetector, generalisation_gap
+from orchestrator.policy.monitors import BestTracker, EarlyStopping, Monitors, OverfittingDetector, generalisation_gap
 
 
 def first_stop(early: EarlyStopping, values, key="val/loss"):

@@ -49,7 +49,7 @@ def test_user_code_outside_the_project_reaches_every_node(two_node_cluster, tmp_
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from orchestrator import config as C
-    from orchestrator.cluster import runtime_env
+    from orchestrator.driver.cluster import runtime_env
 
     package = tmp_path / "user_nets_7f3a"
     package.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import config as C
-from orchestrator.plan import AttemptPlan, elastic_sizes, plan_attempt
+from orchestrator.policy.plan import AttemptPlan, elastic_sizes, plan_attempt
 
 
 def make_config(num_workers=4, accumulate=1, min_workers=None, elastic_batch="keep_global_batch") -> C.Config:

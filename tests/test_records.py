@@ -8,14 +8,14 @@ import pickle
 import pytest
 
 from orchestrator import config as C
-from orchestrator.checkpoint import CheckpointStore
-from orchestrator.progress import ProgressView
-from orchestrator.recorder import Recorder
+from orchestrator.checkpoint.store import CheckpointStore
+from orchestrator.driver.progress import ProgressView
+from orchestrator.driver.recorder import Recorder
 from orchestrator.records import (CheckpointRecord, EventRecord, FirstStepInfo, Heartbeat, MetricsRecord, PlanInfo,
                                   StartupInfo)
-from orchestrator.reporting import Reporter
-from orchestrator.run_sink import RunSink
-from orchestrator.tensorboard_sink import TensorBoardSink
+from orchestrator.worker.reporting import Reporter
+from orchestrator.driver.run_sink import RunSink
+from orchestrator.driver.tensorboard_sink import TensorBoardSink
 from tests.helpers import read_scalars
 
 

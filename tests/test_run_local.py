@@ -11,7 +11,7 @@ import pytest
 
 import orchestrator
 from orchestrator.data import builtin as data
-from orchestrator.worker_group import PlacementTimeout
+from orchestrator.driver.worker_group import PlacementTimeout
 from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.ray

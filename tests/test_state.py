@@ -15,7 +15,7 @@ import torch
 
 import models
 from orchestrator import config as C
-from orchestrator import state as S
+from orchestrator.checkpoint import state as S
 from orchestrator.components.optimizers import build_optimizer
 from orchestrator.components.schedulers import build_scheduler
 

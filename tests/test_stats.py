@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.stats import MAX_ROWS, StepStats, Throughput
+from orchestrator.worker.stats import MAX_ROWS, StepStats, Throughput
 
 CPU = torch.device("cpu")
 TIMES = {"data_s": 0.001, "compute_s": 0.004, "optimizer_s": 0.001, "step_s": 0.006}
@@ -71,7 +71,7 @@ def test_stop_vote_travels_even_without_rows():
 
 def test_throughput_leaves_out_the_warm_up_and_the_pauses(monkeypatch):
     clock = {"now": 0.0}
-    monkeypatch.setattr("orchestrator.stats.time.perf_counter", lambda: clock["now"])
+    monkeypatch.setattr("orchestrator.worker.stats.time.perf_counter", lambda: clock["now"])
     t = Throughput(warmup_steps=2)
     for _ in range(2):       # warm-up: slow first steps are not counted
         clock["now"] += 5.0

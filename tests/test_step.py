@@ -12,7 +12,7 @@ from orchestrator import config as C
 from orchestrator.components.losses import CrossEntropy
 from orchestrator.components.steps import SupervisedStep
 from orchestrator.components.schedulers import build_scheduler
-from orchestrator.step import Stepper
+from orchestrator.worker.step import Stepper
 
 CPU = torch.device("cpu")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import orchestrator
-from orchestrator.launcher import RunFailed
+from orchestrator.driver.launcher import RunFailed
 from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.ray

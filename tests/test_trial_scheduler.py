@@ -14,7 +14,7 @@ from orchestrator.search.jobs import PreparedJob, job_outcomes, largest_gang, va
 from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.threads import TrialThreads
 from orchestrator.search.watch import TrialWatch
-from orchestrator.supervisor import StopSignal
+from orchestrator.driver.supervisor import StopSignal
 
 
 @pytest.mark.parametrize("free,interrupted,remaining,running,expected", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.watchdog import Watchdog
+from orchestrator.policy.watchdog import Watchdog
 
 
 def test_no_hang_while_any_rank_progresses():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.worker import WorkerInfo
-from orchestrator.worker_group import bundle_for, rank_order, shared_cuda_devices
+from orchestrator.worker.actor import WorkerInfo
+from orchestrator.driver.worker_group import bundle_for, rank_order, shared_cuda_devices
 from orchestrator import config as C
 
 

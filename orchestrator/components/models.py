@@ -94,7 +94,7 @@ def build_model(spec, node: Any, input_shape, num_outputs):
     """On a worker: the bare model, initialised as configured (and with SyncBatchNorm if asked)."""
     import torch
 
-    from orchestrator.weight_init import initialise
+    from orchestrator.worker.weight_init import initialise
 
     model = spec.build(input_shape=tuple(input_shape) if input_shape else None, num_outputs=num_outputs)
     if not isinstance(model, torch.nn.Module):

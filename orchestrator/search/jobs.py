@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from orchestrator import config as C
-from orchestrator.progress import make_console
+from orchestrator.driver.progress import make_console
 from orchestrator.search.decisions import Then, Verdict
 from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.scheduler import Sweep, Trial, TrialScheduler

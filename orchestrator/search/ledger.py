@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from orchestrator.checkpoint import write_atomic
+from orchestrator.checkpoint.store import write_atomic
 
 FINAL = ("completed", "pruned", "failed")
 

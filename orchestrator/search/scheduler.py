@@ -1,7 +1,7 @@
 """The one trial scheduler behind both a search and Hydra's multirun.
 
 A source hands it trials (an Optuna study asking for the next point, or a fixed list of prepared
-Hydra jobs); it runs each trial as a data-parallel gang (``orchestrator.launcher.launch``) on a thread
+Hydra jobs); it runs each trial as a data-parallel gang (``orchestrator.driver.launcher.launch``) on a thread
 while the cluster has room, fans Ctrl-C out to every running trial as a stop request, records each
 trial in the ledger (``trials.json``) and ends with the ranked report. What to do next and what an
 ending means are pure decisions (``decisions.py``); the source decides only what is its own: which
@@ -27,14 +27,14 @@ from orchestrator.search.threads import Finished, TrialThreads
 from orchestrator.search.watch import TrialWatch
 
 if TYPE_CHECKING:  # supervisor imports ray, which must wait for prefer_loopback (a Hydra job imports this)
-    from orchestrator.supervisor import StopSignal
+    from orchestrator.driver.supervisor import StopSignal
 
 POLL_S = 0.5
 STYLES = {"completed": "green", "pruned": "yellow"}
 
 
 def new_stop_signal() -> "StopSignal":
-    from orchestrator.supervisor import StopSignal
+    from orchestrator.driver.supervisor import StopSignal
 
     return StopSignal()
 
@@ -91,8 +91,8 @@ class TrialScheduler:
 
     def run(self) -> Dict[str, Any]:
         """Every trial run (or the run cut short by Ctrl-C); returns the report's summary."""
-        from orchestrator.cluster import RaySession
-        from orchestrator.signals import interrupts_call
+        from orchestrator.driver.cluster import RaySession
+        from orchestrator.driver.signals import interrupts_call
 
         # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
         with RaySession(self.sweep.gang.cluster), interrupts_call(self.on_interrupt):
@@ -116,7 +116,7 @@ class TrialScheduler:
                 self.finish(finished, threads)
 
     def start(self, trial: Trial, threads: TrialThreads) -> None:
-        from orchestrator.launcher import launch
+        from orchestrator.driver.launcher import launch
 
         record = TrialRecord(number=trial.number, params=trial.params, run_dir=str(trial.run_dir))
         if trial.completed is not None:
@@ -132,7 +132,7 @@ class TrialScheduler:
                                                    show_progress=False, hparams_experiment=False))
 
     def finish(self, finished: Finished, threads: TrialThreads) -> None:
-        from orchestrator.worker_group import PlacementTimeout
+        from orchestrator.driver.worker_group import PlacementTimeout
 
         trial, result = self.trials.pop(finished.key), finished.result
         record = self.ledger.trials[trial.number]
@@ -149,7 +149,7 @@ class TrialScheduler:
         self.ledger.put(record)
         self.source.settle(trial, record, verdict)
         if verdict.then is Then.END_SEARCH:
-            from orchestrator.launcher import RunFailed
+            from orchestrator.driver.launcher import RunFailed
 
             raise RunFailed(f"no {self.sweep.noun} of this sweep can run: {finished.error}", {})
         if verdict.then is Then.RUN_AGAIN:

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from orchestrator import config as C
 from orchestrator.composition import compose
-from orchestrator.progress import make_console
+from orchestrator.driver.progress import make_console
 from orchestrator.search.decisions import Then, Verdict, remaining_budget
 from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.scheduler import Sweep, Trial, TrialScheduler, new_stop_signal

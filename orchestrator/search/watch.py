@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional
 from orchestrator import config as C
 
 if TYPE_CHECKING:  # supervisor imports ray, which must wait for prefer_loopback
-    from orchestrator.supervisor import StopSignal
+    from orchestrator.driver.supervisor import StopSignal
 
 # (step, value) -> prune now? Called on the driver as each validation result arrives.
 ShouldPrune = Callable[[int, float], bool]

@@ -7,10 +7,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from orchestrator.progress import ProgressView
+from orchestrator.driver.progress import ProgressView
 from orchestrator.records import (CheckpointRecord, EventRecord, FirstStepInfo, HistogramRecord, MetricsRecord,
                                   PlanInfo, Record, StartupInfo)
-from orchestrator.tensorboard_sink import TensorBoardSink
+from orchestrator.driver.tensorboard_sink import TensorBoardSink
 
 MetricsObserver = Callable[[int, Dict[str, float]], None]
 

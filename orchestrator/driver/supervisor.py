@@ -14,11 +14,11 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from orchestrator import config as C
-from orchestrator.failure import Failure, Kind, TrainingError, root_cause
+from orchestrator.policy.failure import Failure, Kind, TrainingError, root_cause
 from orchestrator.records import Heartbeat, Record
-from orchestrator.outcomes import AttemptStatus, Outcome
-from orchestrator.watchdog import Watchdog
-from orchestrator.worker_group import WorkerGroup
+from orchestrator.policy.outcomes import AttemptStatus, Outcome
+from orchestrator.policy.watchdog import Watchdog
+from orchestrator.driver.worker_group import WorkerGroup
 
 POLL_INTERVAL_S = 1.0  # how often metrics and heartbeats are drained (failures wake the driver at once)
 POLL_TIMEOUT_S = 10.0

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from orchestrator.health import sentinel_parameter
+from orchestrator.worker.health import sentinel_parameter
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from orchestrator import cluster_auth
+from orchestrator.driver import cluster_auth
 from orchestrator import config as C
 
 # Ray's single-machine switch (what it does on macOS and Windows): the node address becomes 127.0.0.1,
@@ -98,7 +98,7 @@ def runtime_env(cluster: C.ClusterConfig) -> Optional[Dict]:
 
 
 def own_packages() -> List[str]:
-    folders = [str(Path(__file__).resolve().parent)]
+    folders = [str(Path(__file__).resolve().parent.parent)]  # the orchestrator package (this file is in driver/)
     models_spec = importlib.util.find_spec("models")
     if models_spec is not None and models_spec.submodule_search_locations:
         folders.append(str(list(models_spec.submodule_search_locations)[0]))

@@ -7,10 +7,10 @@ from typing import Any, Dict, Optional
 import torch
 import torch.distributed as dist
 
-from orchestrator.build import Components
-from orchestrator.reporting import Reporter
-from orchestrator.stats import all_reduce_sum
-from orchestrator.step import Totals
+from orchestrator.worker.build import Components
+from orchestrator.worker.reporting import Reporter
+from orchestrator.worker.stats import all_reduce_sum
+from orchestrator.worker.step import Totals
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

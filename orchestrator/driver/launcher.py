@@ -21,16 +21,16 @@ from typing import Any, Dict, List, Optional
 from orchestrator import config as C
 from orchestrator.components import registry
 from orchestrator.data.module import DataModule, data_module
-from orchestrator.checkpoint import CheckpointStore, resolve_resume
-from orchestrator.cluster import RaySession
-from orchestrator.controller import Controller, Resume, RunContext
-from orchestrator.gang_runner import GangRunner
-from orchestrator.outcomes import RunFailed, RunStatus
-from orchestrator.progress import ProgressView
-from orchestrator.recorder import MetricsObserver, Recorder
-from orchestrator.signals import interrupts_call
-from orchestrator.supervisor import StopSignal
-from orchestrator.tensorboard_sink import TensorBoardSink, flatten
+from orchestrator.checkpoint.store import CheckpointStore, resolve_resume
+from orchestrator.driver.cluster import RaySession
+from orchestrator.driver.controller import Controller, Resume, RunContext
+from orchestrator.driver.gang_runner import GangRunner
+from orchestrator.policy.outcomes import RunFailed, RunStatus
+from orchestrator.driver.progress import ProgressView
+from orchestrator.driver.recorder import MetricsObserver, Recorder
+from orchestrator.driver.signals import interrupts_call
+from orchestrator.driver.supervisor import StopSignal
+from orchestrator.driver.tensorboard_sink import TensorBoardSink, flatten
 
 __all__ = ["RunDirInUse", "RunFailed", "RunResult", "RunStatus", "launch"]
 
@@ -191,7 +191,7 @@ def prepare(data, paths: RunPaths, resume_step: Optional[int]):
     TensorBoard writer, import the worker code (and torch with it) so actors can be created the
     moment Ray is up."""
     with IMPORT_LOCK:  # torch must not be imported by two threads at once (concurrent search trials)
-        import orchestrator.worker  # noqa: F401
+        import orchestrator.worker.actor  # noqa: F401
 
     t0 = time.perf_counter()
     data.prepare()

@@ -17,8 +17,8 @@ from orchestrator.components.metrics import MetricSet
 from orchestrator.components.steps import CustomStep, SupervisedStep
 from orchestrator.data import loader as L
 from orchestrator.data.module import DataModule, Splits, WorkerContext
-from orchestrator.plan import AttemptPlan
-from orchestrator.step import Stepper
+from orchestrator.policy.plan import AttemptPlan
+from orchestrator.worker.step import Stepper
 
 
 @dataclass

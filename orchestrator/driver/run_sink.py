@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import List
 
 from orchestrator import config as C
-from orchestrator.checkpoint import CheckpointStore
+from orchestrator.checkpoint.store import CheckpointStore
 from orchestrator.records import CheckpointRecord, Record
 
 

@@ -23,12 +23,12 @@ import torch
 import torch.distributed as dist
 
 from orchestrator import config as C
-from orchestrator import network
+from orchestrator.worker import network
 from orchestrator.attempt import AttemptArgs
-from orchestrator.failure import TrainingError
+from orchestrator.policy.failure import TrainingError
 from orchestrator.components.schedulers import rebase_lr
 from orchestrator.records import Heartbeat, MetricsRecord, Record, StartupInfo
-from orchestrator.reporting import Reporter
+from orchestrator.worker.reporting import Reporter
 
 
 @dataclass
@@ -141,8 +141,9 @@ class Worker:
         """Train one attempt. ``attempt.data`` is the run's DataModule (its datasets are built here, on the worker)."""
         cfg, data, plan, config_yaml, sink = attempt.cfg, attempt.data, attempt.plan, attempt.config_yaml, attempt.sink
         resume = attempt.resume_payload()
-        from orchestrator import loop, state as S
-        from orchestrator.build import build
+        from orchestrator.worker import loop
+        from orchestrator.checkpoint import state as S
+        from orchestrator.worker.build import build
 
         started = time.time()
         self.train_thread = threading.get_ident()

@@ -13,12 +13,12 @@ import ray
 
 from orchestrator import config as C
 from orchestrator.attempt import AttemptArgs
-from orchestrator.checkpoint import CheckpointStore
-from orchestrator.outcomes import Outcome
-from orchestrator.plan import AttemptPlan, GangRequest
-from orchestrator.recorder import Recorder
-from orchestrator.supervisor import StopSignal, Supervisor
-from orchestrator.worker_group import WorkerGroup
+from orchestrator.checkpoint.store import CheckpointStore
+from orchestrator.policy.outcomes import Outcome
+from orchestrator.policy.plan import AttemptPlan, GangRequest
+from orchestrator.driver.recorder import Recorder
+from orchestrator.driver.supervisor import StopSignal, Supervisor
+from orchestrator.driver.worker_group import WorkerGroup
 
 
 class GangRunner:
@@ -78,7 +78,7 @@ def start_run_sink(store: CheckpointStore):
     """The run's sink, pinned to this (the driver's) node: it writes the run dir's checkpoints."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from orchestrator.run_sink import RunSink
+    from orchestrator.driver.run_sink import RunSink
 
     here = ray.get_runtime_context().get_node_id()
     return ray.remote(RunSink).options(

@@ -19,7 +19,7 @@ from orchestrator import config as C
 
 if TYPE_CHECKING:
     from orchestrator.attempt import AttemptArgs
-    from orchestrator.worker import WorkerInfo
+    from orchestrator.worker.actor import WorkerInfo
 
 
 class PlacementTimeout(RuntimeError):
@@ -135,7 +135,7 @@ def reserve(cluster: C.ClusterConfig, size: int, timings: Dict[str, float]):
 
 
 def create_actors(cluster: C.ClusterConfig, pg, size: int) -> List[Any]:
-    from orchestrator.worker import Worker  # imports torch; the driver loads it while Ray starts
+    from orchestrator.worker.actor import Worker  # imports torch; the driver loads it while Ray starts
 
     remote_worker = ray.remote(Worker)
     return [

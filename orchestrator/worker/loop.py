@@ -17,15 +17,17 @@ from typing import Dict, List, Optional
 
 import torch
 
-from orchestrator import chaos, config as C, state as S
-from orchestrator.build import Components
-from orchestrator.evaluate import evaluate, to_device
-from orchestrator.health import LayerStats, first_non_finite_gradient
-from orchestrator.monitors import Monitors, generalisation_gap
+from orchestrator import config as C
+from orchestrator.worker import chaos
+from orchestrator.checkpoint import state as S
+from orchestrator.worker.build import Components
+from orchestrator.worker.evaluate import evaluate, to_device
+from orchestrator.worker.health import LayerStats, first_non_finite_gradient
+from orchestrator.policy.monitors import Monitors, generalisation_gap
 from orchestrator.records import FirstStepInfo, PlanInfo
-from orchestrator.outcomes import StopKind
-from orchestrator.reporting import Reporter
-from orchestrator.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
+from orchestrator.policy.outcomes import StopKind
+from orchestrator.worker.reporting import Reporter
+from orchestrator.worker.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
 
 
 @dataclass

@@ -24,13 +24,13 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 from ray.exceptions import RayActorError, RayTaskError
 
 from orchestrator import config as C
-from orchestrator.checkpoint import CheckpointStore, Manifest
-from orchestrator.failure import Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy
-from orchestrator.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
-from orchestrator.plan import AttemptPlan, ElasticPolicy, GangRequest, ScalingPolicy
-from orchestrator.recorder import Recorder
-from orchestrator.supervisor import StopSignal
-from orchestrator.worker_group import PlacementTimeout, RendezvousTimeout, WorkerStartTimeout
+from orchestrator.checkpoint.store import CheckpointStore, Manifest
+from orchestrator.policy.failure import Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy
+from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
+from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, ScalingPolicy
+from orchestrator.driver.recorder import Recorder
+from orchestrator.driver.supervisor import StopSignal
+from orchestrator.driver.worker_group import PlacementTimeout, RendezvousTimeout, WorkerStartTimeout
 
 # Starting a replacement gang can fail like this; it counts as a failure (trainer.max_failures).
 RESTART_ERRORS = (PlacementTimeout, WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError)

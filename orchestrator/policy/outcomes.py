@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Dict, Optional
 
-from orchestrator.failure import Failure
+from orchestrator.policy.failure import Failure
 
 
 class StopKind(Enum):
