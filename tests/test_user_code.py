@@ -105,3 +105,18 @@ def test_a_step_function_that_returns_no_loss_fails_the_run_saying_so(ray_sessio
     with pytest.raises(orchestrator.RunFailed, match="must return the loss"):
         orchestrator.run([*TINY, *BLOBS, "step._target_=tests.user_project.components.no_loss_step",
                           "trainer.max_failures=1"], run_dir=tmp_path, show_progress=False)
+
+
+@pytestmark_ray
+def test_a_user_callback_by_import_path_sees_the_hooks_and_can_end_the_run(ray_session, tmp_path):
+    result = orchestrator.run([*TINY, *BLOBS, "trainer.max_epochs=20", "trainer.val_every_n_steps=4",
+                               "+callbacks.stop._target_=tests.user_project.components.StopAfter",
+                               "+callbacks.stop.step=10"], run_dir=tmp_path, show_progress=False)
+    assert result.status == "completed" and result.summary["steps"] == 10
+    assert "StopAfter reached step 10" in result.summary["stop_reason"]
+    assert result.metrics["user/steps"] == 10 and result.metrics["user/validations"] >= 2
+
+
+def test_a_user_callback_with_a_wrong_argument_fails_at_composition():
+    with pytest.raises(ConfigError, match=r"^callbacks\.stop: .*StopAfter.*(missing a required argument: 'step'|unexpected keyword argument 'stepp')"):
+        compose("+callbacks.stop._target_=tests.user_project.components.StopAfter", "+callbacks.stop.stepp=3")

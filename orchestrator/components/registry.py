@@ -47,6 +47,8 @@ def check(cfg: Any) -> None:
             CHECKS[section](spec(cfg, section))
     for name, metric in M.specs(cfg.metrics).items():
         metric.check()
+    for name, node in (cfg.callbacks or {}).items():
+        Spec.of(f"callbacks.{name}", node).check()
 
 
 def check_callable_or_class(s: Spec, call_args: int, context=()) -> None:

@@ -29,6 +29,9 @@ class Config:
     metrics: Dict[str, Any] = field(default_factory=dict)
     # What a batch contributes to a step (default: (x, y) -> loss(model(x), y)); see components/steps.py.
     step: Any = None  # null: the default step
+    # Your own loop callbacks by name: {my_logger: {_target_: my_project.callbacks.Logger, every: 10}}
+    # (see orchestrator/worker/callbacks/base.py for the hooks).
+    callbacks: Dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     stopping: StoppingConfig = field(default_factory=StoppingConfig)

@@ -12,12 +12,11 @@ schema of the built-in they select (beside that component, in ``orchestrator/com
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-from orchestrator.config.errors import MISSING, ConfigError, require, require_choice
+from orchestrator.config.errors import require, require_choice
 
 
 # ----------------------------------------------------------------------------- trainer

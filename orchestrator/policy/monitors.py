@@ -106,27 +106,34 @@ class Monitors:
                 "best": ("best", "step")}
 
     def state_dict(self) -> Dict[str, Dict]:
-        state = {"best": {"monitor": self.best.monitor, **progress_of(self.best, self.PROGRESS["best"])}}
+        state = {"best": progress_of(self.best, self.PROGRESS["best"])}
         if self.early:
-            state["early"] = {"monitor": self.early.monitor, **progress_of(self.early, self.PROGRESS["early"])}
+            state["early"] = progress_of(self.early, self.PROGRESS["early"])
         if self.overfitting:
             state["overfitting"] = progress_of(self.overfitting, self.PROGRESS["overfitting"])
         return state
 
     def load_state_dict(self, state: Dict[str, Dict]) -> None:
         for name, fields in self.PROGRESS.items():
-            component, saved = getattr(self, name), state.get(name)
-            if component is None or saved is None:
-                continue
-            if getattr(component, "monitor", None) != saved.get("monitor", getattr(component, "monitor", None)):
-                continue  # now watching another metric: the old best means nothing for it
-            for key in fields:
-                if key in saved:
-                    setattr(component, key, saved[key])
+            restore_progress(getattr(self, name), state.get(name), fields)
 
 
 def progress_of(component, fields) -> Dict:
-    return {key: getattr(component, key) for key in fields}
+    """What a checkpoint keeps of a component: its progress counters, and the metric it watches."""
+    progress = {key: getattr(component, key) for key in fields}
+    if hasattr(component, "monitor"):
+        progress = {"monitor": component.monitor, **progress}
+    return progress
+
+
+def restore_progress(component, saved: Optional[Dict], fields) -> None:
+    if component is None or saved is None:
+        return
+    if getattr(component, "monitor", None) != saved.get("monitor", getattr(component, "monitor", None)):
+        return  # now watching another metric: the old best means nothing for it
+    for key in fields:
+        if key in saved:
+            setattr(component, key, saved[key])
 
 
 def generalisation_gap(train: Dict[str, float], val: Dict[str, float]) -> Dict[str, float]:

@@ -21,6 +21,7 @@ class StopKind(Enum):
     OVERFITTING = "overfitting"         # stopping.stop_on_overfitting
     NON_FINITE = "non_finite"           # health.nan_policy=stop, or too many skipped steps
     REQUESTED = "requested"             # the driver asked (Ctrl-C, SIGTERM, pruning)
+    CALLBACK = "callback"               # a user's callback decided the run is done (completed)
 
 
 class AttemptStatus(Enum):

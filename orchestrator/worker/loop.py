@@ -1,4 +1,5 @@
-"""The training loop, run by every rank. I/O goes only through the Reporter.
+"""The training loop, run by every rank: steps, validates, checkpoints, and calls its callbacks
+(``callbacks/``), which hold every other behaviour. I/O goes only through the Reporter.
 
 Sync points are explicit: DDP's all-reduce inside backward, the per-step
 finiteness check of the (all-reduced) gradients, the metrics reduction on log
@@ -9,7 +10,6 @@ all ranks leave the loop at the same step.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,14 +18,14 @@ from typing import Dict, List, Optional
 import torch
 
 from orchestrator import config as C
-from orchestrator.worker import chaos
 from orchestrator.checkpoint import state as S
+from orchestrator.policy.monitors import generalisation_gap
+from orchestrator.policy.outcomes import StopKind
+from orchestrator.records import FirstStepInfo, PlanInfo
+from orchestrator.worker import callbacks as CB
 from orchestrator.worker.build import Components
 from orchestrator.worker.evaluate import evaluate, to_device
-from orchestrator.worker.health import LayerStats, first_non_finite_gradient
-from orchestrator.policy.monitors import Monitors, generalisation_gap
-from orchestrator.records import FirstStepInfo, PlanInfo
-from orchestrator.policy.outcomes import StopKind
+from orchestrator.worker.health import first_non_finite_gradient
 from orchestrator.worker.reporting import Reporter
 from orchestrator.worker.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
 
@@ -80,7 +80,8 @@ class TrainWindow:
 
 
 class Loop:
-    def __init__(self, c: Components, r: Reporter, state: S.TrainState, best_weights=None):
+    def __init__(self, c: Components, r: Reporter, state: S.TrainState, best_weights=None,
+                 callbacks: Optional[List[CB.Callback]] = None):
         self.c, self.r, self.state = c, r, state
         cfg = c.cfg
         self.samples_per_step = C.batch_size(cfg) * c.plan.accumulate * c.plan.world_size
@@ -88,12 +89,13 @@ class Loop:
         self.stats = StepStats(c.device, has_accuracy=self.has_accuracy, log_every=cfg.trainer.log_every_n_steps)
         # Steady state: leave out the first 10% of the run's steps (at least 1, at most 200).
         self.throughput = Throughput(warmup_steps=min(200, max(1, c.total_steps // 10)))
-        self.monitors = Monitors.from_config(cfg)
-        self.monitors.load_state_dict(state.monitors)
+        self.callbacks = callbacks if callbacks is not None else CB.from_config(
+            cfg, c.module, r.keeps_records, has_test_split=c.splits.test is not None)
+        for callback in self.callbacks:
+            if callback.state_key and callback.state_key in state.monitors:
+                callback.load_state_dict(state.monitors[callback.state_key])
         self.window = TrainWindow(state.monitors.get("train_window"))
-        # Only rank 0 computes per-layer statistics (gradients are identical after the all-reduce).
-        self.layer_stats = LayerStats(c.module, cfg.health) if r.keeps_records else None
-        self.best_weights = best_weights
+        self.best_weights = best_weights  # kept by the BestModel callback when a test split will use them
         self.stop_reason: Optional[str] = None
         self.stop_kind: Optional[StopKind] = None
         self.stopped_on_request = False
@@ -109,6 +111,14 @@ class Loop:
         if self.stop_reason is None:
             self.stop_kind, self.stop_reason = kind, reason or kind.value
 
+    def call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def callback_states(self) -> Dict[str, Dict]:
+        states = {cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key}
+        return {**states, "train_window": self.window.state_dict()}
+
     # ----------------------------------------------------------------- phases
     def fit(self) -> FitResult:
         c, r, st = self.c, self.r, self.state
@@ -119,6 +129,7 @@ class Loop:
             self.stop(StopKind.MAX_STEPS)
         if st.epoch >= c.cfg.trainer.max_epochs:
             self.stop(StopKind.MAX_EPOCHS)
+        self.call("on_fit_start")
         while self.stop_reason is None:
             self.train_epoch()
         return self.finish()
@@ -144,21 +155,17 @@ class Loop:
         r.metrics(st.step, {"time/epoch_s": time.perf_counter() - epoch_start, "train/epoch": float(st.epoch)})
         if cfg.trainer.val_every_n_steps is None:
             self.validate()
-        if cfg.checkpoint.every_epoch:
-            self.checkpoint()
+        self.call("on_epoch_end", st.epoch)
         if st.epoch >= cfg.trainer.max_epochs:
             self.stop(StopKind.MAX_EPOCHS)
 
     def train_step(self, micro: List, data_seconds: float) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
         step = st.step + 1
-        chaos.before_step(cfg.chaos, c.rank, c.plan.attempt, step, c.stepper)
+        self.call("on_step_start", step)
         log_now = self.first_step_pending() or step % cfg.trainer.log_every_n_steps == 0
         # The gradient norm (a pass over all gradients) is measured on steps whose metrics are reduced.
         flush_now = log_now and self.stats.flush_due_with_next_row()
-        layer_stats_now = self.layer_stats is not None and self.layer_stats.due(step)
-        if layer_stats_now:
-            self.layer_stats.snapshot_weights()
         result = c.stepper.step(micro, want_grad_norm=flush_now, data_seconds=data_seconds)
         st.step = step
         st.step_in_epoch += 1
@@ -175,16 +182,13 @@ class Loop:
             self.timing["first_step_unix"] = time.time()
             r.info(FirstStepInfo(attempt=c.plan.attempt, unix=self.timing["first_step_unix"],
                                  first_batch_s=data_seconds, first_step_s=result.times["step_s"]))
-        if layer_stats_now:
-            self.report_layer_stats(step)
         if log_now:
             self.stats.close_row(step, c.optimizer.param_groups[0]["lr"], result.grad_norm)
             if flush_now:
                 self.flush_logs()
         if cfg.trainer.val_every_n_steps and step % cfg.trainer.val_every_n_steps == 0:
             self.validate()
-        if cfg.checkpoint.every_n_steps and step % cfg.checkpoint.every_n_steps == 0:
-            self.checkpoint()
+        self.call("on_step_end", step, result)
         if cfg.trainer.max_steps is not None and step >= cfg.trainer.max_steps:
             self.stop(StopKind.MAX_STEPS)
 
@@ -207,14 +211,6 @@ class Loop:
         else:
             self.r.event(step, "non_finite", f"{what}: update skipped (health.nan_policy=skip)")
         self.r.metrics(step, {"health/skipped_steps": float(self.consecutive_skips)})
-
-    def report_layer_stats(self, step: int) -> None:
-        scalars, warnings = self.layer_stats.collect()
-        self.r.metrics(step, scalars)
-        for warning in warnings:
-            self.r.event(step, "gradient_health", warning)
-        if self.layer_stats.histograms_due(step):
-            self.r.histograms(step, self.layer_stats.histograms())
 
     def flush_logs(self) -> None:
         """Reduce the pending log rows across ranks (a sync point) and report them; also the
@@ -260,25 +256,8 @@ class Loop:
         st.last_val = metrics
         train = self.window.take(self.has_accuracy)
         r.metrics(st.step, {**metrics, **generalisation_gap(train, metrics)})
-        self.apply_monitors(st.step, metrics, train)
-
-    def apply_monitors(self, step: int, metrics: Dict[str, float], train: Dict[str, float]) -> None:
-        m = self.monitors
-        if m.best.update(metrics, step) and self.c.splits.test is not None and self.c.cfg.stopping.test_best:
-            self.best_weights = copy.deepcopy(self.c.module.state_dict())  # for the test split at the end
-        if m.overfitting is not None:
-            signal = m.overfitting.update(train.get("loss"), metrics.get("val/loss"))
-            self.r.metrics(step, {"signals/overfitting": 1.0 if signal else 0.0})
-            if signal:
-                self.r.event(step, "overfitting", signal)
-                if m.stop_on_overfitting:
-                    self.stop(StopKind.OVERFITTING, f"overfitting: {signal}")
-        if m.early is not None:
-            reason = m.early.update(metrics)
-            if reason:
-                self.r.event(step, "early_stopping", reason)
-                self.stop(StopKind.EARLY_STOPPING, f"early stopping: {reason}")
-        self.state.monitors = {**m.state_dict(), "train_window": self.window.state_dict()}
+        self.call("on_validation_end", st.step, metrics, train)
+        st.monitors = self.callback_states()
 
     def checkpoint(self) -> None:
         c, r, st = self.c, self.r, self.state
@@ -288,7 +267,7 @@ class Loop:
         self.close_and_flush()
         self.pause()
         r.progress(st.step, "checkpoint")
-        st.monitors = {**self.monitors.state_dict(), "train_window": self.window.state_dict()}
+        st.monitors = self.callback_states()
         payload = S.capture(c.module, c.optimizer, c.scheduler, c.scaler, st, c.plan.world_size, c.config_yaml,
                             best_model=self.best_weights)
         if payload is not None:
@@ -315,8 +294,8 @@ class Loop:
             self.validate()
         self.checkpoint()  # the final state, whatever stopped the run
         metrics = dict(st.last_val)
-        if not self.stopped_on_request:
-            metrics.update(self.test())
+        for callback in self.callbacks:
+            metrics.update(callback.on_fit_end(self) or {})
         r.event(st.step, "stopped", self.stop_reason)
         if self.throughput.samples_per_sec is not None:
             self.timing["steady_samples_per_sec"] = self.throughput.samples_per_sec
@@ -324,21 +303,6 @@ class Loop:
         r.progress(st.step, "done")
         return FitResult(stop_reason=self.stop_reason, stop_kind=self.stop_kind, step=st.step, epoch=st.epoch,
                          metrics=metrics, timing=dict(self.timing), stopped_on_request=self.stopped_on_request)
-
-    def test(self) -> Dict[str, float]:
-        """The best model (by checkpoint.monitor) on the held-out test split."""
-        c = self.c
-        if c.splits.test is None or not c.cfg.stopping.test_best:
-            return {}
-        model = c.module
-        if self.best_weights is not None:
-            model = copy.deepcopy(c.module)
-            model.load_state_dict(self.best_weights)
-        metrics = evaluate(c, c.splits.test, self.r, self.state.step, "test", model=model)
-        best = self.monitors.best
-        metrics["test/best_step"] = float(best.step if best.step is not None else self.state.step)
-        self.r.metrics(self.state.step, metrics)
-        return metrics
 
 
 def fit(c: Components, r: Reporter, state: Optional[S.TrainState] = None, best_weights=None) -> FitResult:

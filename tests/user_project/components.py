@@ -49,3 +49,36 @@ def dict_step(model, batch):
 
 def no_loss_step(model, batch):
     return {"hit_rate": torch.tensor(1.0)}
+
+
+from orchestrator.policy.outcomes import StopKind  # noqa: E402
+from orchestrator.worker.callbacks import Callback  # noqa: E402
+
+
+class StopAfter(Callback):
+    """A user's callback: counts the hooks it sees, reports them, and ends the run at a step."""
+
+    state_key = "stop_after"
+
+    def __init__(self, step: int):
+        self.at = step
+        self.seen = {"steps": 0, "validations": 0}
+
+    def on_step_end(self, loop, step, result):
+        self.seen["steps"] += 1
+        if step >= self.at:
+            loop.stop(StopKind.CALLBACK, f"StopAfter reached step {step}")
+
+    def on_validation_end(self, loop, step, metrics, train):
+        self.seen["validations"] += 1
+        assert "val/loss" in metrics
+
+    def on_fit_end(self, loop):
+        loop.r.metrics(loop.state.step, {f"user/{k}": float(v) for k, v in self.seen.items()})
+        return {}
+
+    def state_dict(self):
+        return dict(self.seen)
+
+    def load_state_dict(self, state):
+        self.seen = dict(state)
