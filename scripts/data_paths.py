@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-BASE = ["model=cnn", "data.batch_size=32", "data.val_fraction=0.2", "checkpoint.every_epoch=false",
+BASE = ["model=cnn", "data.batch_size=32", "checkpoint.every_epoch=false",
         "stopping.overfitting.enabled=false", "trainer.log_every_n_steps=10"]
 
 
