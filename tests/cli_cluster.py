@@ -28,7 +28,6 @@ from typing import Dict, List, Tuple
 
 import psutil
 
-from tests.helpers import processes_using
 from tests.loopback_watch import LoopbackWatch
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -105,13 +104,23 @@ class CliCluster:
         return subprocess.CompletedProcess(command, client.returncode, out, err), watch
 
     def processes(self) -> List[psutil.Process]:
-        """The nodes' processes and their children: Ray's workers rename themselves (ray::TrainWorker),
-        so their command line no longer names the temp dir, but they are children of a raylet."""
+        """This cluster's processes and their children: Ray's workers rename themselves
+        (ray::TrainWorker), so their command line no longer names the temp dir, but a raylet is their parent."""
         found = {}
-        for proc in processes_using(self.root):
-            if proc.pid != os.getpid():
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if proc.pid != os.getpid() and self.started_here(proc):
                 found.update((p.pid, p) for p in process_tree(proc.pid))
         return list(found.values())
+
+    def started_here(self, proc: psutil.Process) -> bool:
+        """Its command line names the cluster's folder (the nodes: --temp-dir), or its environment holds
+        the cluster's token file: the commands run against it, and the Ray client server, which
+        ``ray start --head`` leaves with no parent and no temp dir in its command line."""
+        try:
+            return str(self.root) in " ".join(proc.info["cmdline"] or []) or \
+                proc.environ().get("RAY_AUTH_TOKEN_PATH") == str(self.token)
+        except psutil.Error:
+            return False
 
     def stop(self) -> None:
         """Kill every process of this cluster by PID (never ``ray stop``: it stops every Ray here)."""
