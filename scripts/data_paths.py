@@ -10,6 +10,7 @@ medians: steady samples/s, step time, data wait (share of the step) and the rati
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import statistics
 import tempfile
@@ -40,7 +41,7 @@ def per_sample_digits(seed: int):
     """The same split of the same digits as data=digits, as per-sample datasets (built on each worker)."""
     from orchestrator.data.builtin import Digits
 
-    bundle = Digits(seed=seed).load()
+    bundle = Digits(seed=seed, image_size=8).load()
     a = bundle.arrays
     return {"train": PerSampleDigits(a["x_train"], a["y_train"]), "val": PerSampleDigits(a["x_val"], a["y_val"])}
 
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None, help="write the raw numbers here (JSON)")
     args = parser.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only, as our embedded Ray does
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")

@@ -70,6 +70,7 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, as the command line does
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's session files in a temp dir of our own (short: socket paths are limited), removed at the end.
     ray_tmp = tempfile.mkdtemp(prefix="rr")
     os.environ["RAY_TMPDIR"] = ray_tmp

@@ -19,6 +19,7 @@ import psutil
 RAY_TMP = tempfile.mkdtemp(prefix="rt", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMP
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only, as the CLI does
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reports (or metadata probes) off this machine
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 REPO = Path(__file__).resolve().parent.parent

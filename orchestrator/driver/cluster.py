@@ -23,7 +23,9 @@ from orchestrator import config as C
 # ray_constants (the driver) and from the environment (the processes ray.init starts: raylet,
 # workers). Both are set only while ray.init runs: a later join in the same process (a notebook)
 # must get its real node address.
-SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# An embedded Ray also reports no usage statistics: that would send traffic off the machine (and
+# probe cloud metadata addresses) for a Ray the user never asked to start.
+SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 class ClusterJoinError(RuntimeError):

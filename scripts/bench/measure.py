@@ -49,6 +49,7 @@ def child_env(ray_tmp: Path) -> dict:
     # Never let a runner join someone else's Ray cluster, nor phone home (this machine is offline).
     env.pop("RAY_ADDRESS", None)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every peer's Ray (Ray Train's too) on loopback only
     return env
 
 
