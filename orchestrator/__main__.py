@@ -1,3 +1,3 @@
-from orchestrator.train import main
+from orchestrator.train import cli
 
-main()
+cli()

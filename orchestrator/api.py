@@ -73,7 +73,8 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
                 return 130
             return 1 if summary["completed"] == 0 and summary["failed"] else 0
         result = launch(cfg, run_dir, command_start=command_start)
-    except (FileNotFoundError, RunDirInUse) as err:  # a data.path or trainer.resume, a run dir: the config
+    except (C.ConfigError, FileNotFoundError, RunDirInUse) as err:  # e.g. a bad data file (found before Ray
+        # starts), a data.batch_size a user's dataset cannot fill (found on the workers), a run dir in use
         if isinstance(err, FileNotFoundError) and err.errno is not None:
             raise  # the operating system's, not one of ours (they name their key): not a config error
         print(f"\nConfiguration error: {err}", file=sys.stderr)

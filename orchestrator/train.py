@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
 from omegaconf import DictConfig
 
 from orchestrator.config import store as config_store
@@ -39,5 +40,35 @@ def main(dict_cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+# Hydra's errors for a bad command line: an unknown group option (model=resnet), a wrong type
+# (trainer.num_workers=abc), bad override syntax, a missing --config-dir.
+HYDRA_CONFIG_ERRORS = (ConfigCompositionException, OverrideParseException, SearchPathException)
+
+
+def cli() -> None:
+    """``main`` with Hydra's own configuration errors exiting 2, like ours.
+
+    Hydra composes the config before ``main`` runs and reports its own errors (``run_and_report`` in
+    hydra/_internal/utils.py): it prints the message, without a traceback, then calls ``sys.exit(1)``
+    inside its ``except`` block, so the exception it reported is the ``SystemExit``'s ``__context__``.
+    Mapping only that exit code keeps Hydra's messages and everything else of its command line
+    (--help, --cfg, -m) as it is. With HYDRA_FULL_ERROR=1 Hydra re-raises instead.
+    """
+    try:
+        main()
+    except SystemExit as stop:
+        reported = stop.__context__
+        if stop.code == EXIT_FAILED and isinstance(reported, HYDRA_CONFIG_ERRORS):
+            if isinstance(reported, OverrideParseException):  # Hydra's message does not say which one
+                print(f"Configuration error: cannot parse the override {reported.override!r}", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+        raise
+    except HYDRA_CONFIG_ERRORS:
+        import traceback
+
+        traceback.print_exc()  # the full trace asked for with HYDRA_FULL_ERROR=1, still exit 2
+        sys.exit(EXIT_CONFIG)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -105,13 +105,19 @@ def ray_sessions():
 @pytest.mark.parametrize("override,key", [
     ("trainer.num_workers=0", "trainer.num_workers"),
     ("optimizer.lrr=0.1", "optimizer.lrr"),
+    # Hydra's own composition errors (issue 10, item 13): an unknown group option, a wrong type, bad syntax.
+    ("model=resnet", "Could not find 'model/resnet'"),
+    ("trainer.num_workers=abc", "trainer.num_workers"),
+    ("trainer.num_workers=[", "trainer.num_workers=["),
+    ("--config-dir=/nonexistent/conf", "/nonexistent/conf"),
 ])
 def test_command_line_rejects_bad_config_before_starting_anything(tmp_path, override, key):
     before = ray_sessions()
     proc = subprocess.run([sys.executable, "-m", "orchestrator.train", override, f"hydra.run.dir={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ))
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr[-3000:]
     assert key in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
     assert ray_sessions() == before, "no Ray instance may start for a bad config"
     assert not (tmp_path / "tb").exists()
 
@@ -123,3 +129,22 @@ def test_a_config_object_edited_by_hand_is_checked_again():
     cfg.trainer.num_workers = 0
     with pytest.raises(ConfigError, match=r"trainer\.num_workers"):
         validate(cfg)
+
+
+def run_cli(*args: str, **env: str):
+    return subprocess.run([sys.executable, "-m", "orchestrator.train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, **env))
+
+
+def test_hydra_errors_exit_2_in_multirun_mode_and_with_hydra_full_error(tmp_path):
+    multirun = run_cli("-m", "model=resnet", f"hydra.sweep.dir={tmp_path}")
+    assert multirun.returncode == 2 and "Could not find 'model/resnet'" in multirun.stderr
+    full = run_cli("trainer.num_workers=abc", f"hydra.run.dir={tmp_path}", HYDRA_FULL_ERROR="1")
+    assert full.returncode == 2 and "Traceback" in full.stderr  # the trace the user asked for
+
+
+def test_the_exit_code_mapping_keeps_hydras_help_and_cfg():
+    helped = run_cli("--help")
+    assert helped.returncode == 0 and "== Configuration groups ==" in helped.stdout
+    shown = run_cli("--cfg", "job", "trainer.num_workers=3")
+    assert shown.returncode == 0 and "num_workers: 3" in shown.stdout

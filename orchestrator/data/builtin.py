@@ -4,10 +4,7 @@ workers through Ray's object store (``memory.InMemoryData``). Each one's schema 
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import struct
-import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -15,8 +12,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from orchestrator.config.errors import MISSING, ConfigError, require
+from orchestrator.data import checks
+from orchestrator.data.idx import check_idx, read_idx  # noqa: F401 (read_idx: part of this module's API)
 from orchestrator.data.memory import CHUNK_BYTES, ChunkSource, DataBundle, InMemoryData
-from orchestrator.data.module import DataInfo
+from orchestrator.data.module import CheckReport, DataInfo
+from orchestrator.data.text import default_corpus, load_text, read_text_file, text_too_short
 
 # Settings of the data section the orchestrator applies itself (how each rank loads its batches),
 # not arguments of the dataset.
@@ -192,8 +192,23 @@ class ArrayData(InMemoryData):
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
 
+    def sample_count(self) -> Optional[int]:
+        """Samples before splitting, if known without loading."""
+        return self.settings.get("num_samples")
+
+    def check(self) -> Optional[CheckReport]:
+        n = self.sample_count()
+        return CheckReport(sizes=checks.labelled_sizes(n, self.split)) if n is not None else None
+
+
+# scikit-learn's digits: a fixed, bundled data set (tests check this against what load() returns).
+DIGITS_SAMPLES = 1797
+
 
 class Digits(ArrayData):
+    def sample_count(self) -> int:
+        return DIGITS_SAMPLES
+
     def load(self) -> DataBundle:
         images, y = read_digits()
         x = (images / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
@@ -203,10 +218,15 @@ class Digits(ArrayData):
 
 
 class MNIST(ArrayData):
-    def check(self) -> None:
+    def check(self) -> CheckReport:
+        """The files' headers (and a plain file's size): a corrupt or mismatched file fails before Ray starts."""
         folder = Path(self.path).expanduser()
-        find_file(folder, self.train_images)
-        find_file(folder, self.train_labels)
+        images_file, labels_file = find_file(folder, self.train_images), find_file(folder, self.train_labels)
+        images, labels = check_idx(images_file, ndim=3), check_idx(labels_file, ndim=1)
+        if images.shape[0] != labels.shape[0]:
+            raise ConfigError(f"data.path: {images.shape[0]} images in {images_file} but {labels.shape[0]} "
+                              f"labels in {labels_file}")
+        return CheckReport(sizes=checks.labelled_sizes(images.shape[0], self.split))
 
     def load(self) -> DataBundle:
         folder = Path(self.path).expanduser()
@@ -236,9 +256,21 @@ class SyntheticRegression(ArrayData):
 
 
 class Text(ArrayData):
-    def check(self) -> None:
-        if self.path and not Path(self.path).expanduser().is_file():
-            raise FileNotFoundError(f"data.path: no such file: {self.path}")
+    def check(self) -> CheckReport:
+        """Reads the text as load() will: a missing, binary, empty or too short file fails before Ray starts."""
+        warnings = []
+        if self.path:
+            path = Path(self.path).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"data.path: no such file: {self.path}")
+            text, warning = read_text_file(path, self.max_chars)
+            warnings += [warning] if warning else []
+        else:
+            text = default_corpus(self.max_chars)
+        sizes = checks.text_sizes(len(text), self.block_size, self.stride or self.block_size, self.split)
+        if sizes["train"] == 0:
+            raise ConfigError(text_too_short(self, len(text)))
+        return CheckReport(sizes=sizes, warnings=warnings)
 
     def load(self) -> DataBundle:
         return load_text(self)
@@ -307,19 +339,6 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
     return resized.numpy().astype(np.float32)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file (the MNIST format), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if zero != 0 or dtype_code not in dtypes:
-        raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=dtypes[dtype_code], offset=4 + 4 * ndim).reshape(shape)
-
-
 def find_file(folder: Path, name: str) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.exists():
@@ -364,47 +383,3 @@ def gaussian_rows(centres: np.ndarray, y: np.ndarray, row_shape, seed: int, spli
         return rows.reshape(hi - lo, *row_shape)
 
     return ChunkSource(len(y), row_shape, np.float32, make_chunk)
-
-
-def default_corpus(max_chars: int) -> str:
-    """Python's own standard-library sources: a text corpus present on every machine with Python."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    parts, total = [], 0
-    for path in sorted(stdlib.glob("*.py")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        parts.append(text)
-        total += len(text)
-        if total >= max_chars:
-            break
-    return "".join(parts)[:max_chars]
-
-
-def load_text(data: "Text") -> DataBundle:
-    if data.path:
-        text = Path(data.path).expanduser().read_text(encoding="utf-8", errors="replace")[:data.max_chars]
-    else:
-        text = default_corpus(data.max_chars)
-    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    vocab_codes, tokens = np.unique(codepoints, return_inverse=True)
-    tokens = tokens.astype(np.int64)
-    block, stride = data.block_size, data.stride or data.block_size
-    # Contiguous splits (as in nanoGPT), so validation text is never seen in training.
-    n = len(tokens)
-    n_test, n_val = int(n * data.split["test_fraction"]), int(n * data.split["val_fraction"])
-    bounds = {"train": (0, n - n_val - n_test), "val": (n - n_val - n_test, n - n_test), "test": (n - n_test, n)}
-    arrays = {"tokens": tokens}
-    sizes = {}
-    for split, (lo, hi) in bounds.items():
-        # A window needs block + 1 tokens: inputs and the next-token targets.
-        starts = np.arange(lo, max(lo, hi - block), stride, dtype=np.int64)  # s + block + 1 <= hi
-        arrays[f"x_{split}"] = starts
-        arrays[f"y_{split}"] = starts
-        sizes[split] = len(starts)
-    if sizes["train"] == 0:
-        raise ConfigError(f"data.block_size: the text has {n} characters, too few for data.block_size={block}")
-    vocabulary = [chr(c) for c in vocab_codes]
-    info = DataInfo(task="language", input_shape=(block,), num_classes=len(vocabulary), sizes=sizes,
-                    vocabulary=vocabulary)
-    return DataBundle(info=info, arrays=arrays)
-
-

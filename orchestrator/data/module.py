@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from orchestrator.components.spec import Spec
 
@@ -48,6 +48,15 @@ class Splits:
     info: DataInfo = field(default_factory=DataInfo)
 
 
+@dataclass
+class CheckReport:
+    """What ``DataModule.check`` found on the driver before Ray starts."""
+    # Split sizes known without loading (e.g. from a file header); with "train", data.batch_size is
+    # checked against each worker's share before Ray starts. Empty: only the workers know.
+    sizes: Dict[str, int] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)  # shown and recorded once the run's recorder exists
+
+
 @dataclass(frozen=True)
 class WorkerContext:
     rank: int
@@ -56,8 +65,10 @@ class WorkerContext:
 
 
 class DataModule:
-    def check(self) -> None:
-        """On the driver, before Ray starts: fail fast on a missing file (a ConfigError or FileNotFoundError)."""
+    def check(self) -> Optional[CheckReport]:
+        """On the driver, before Ray starts: fail fast on a missing or unreadable file (a ConfigError or
+        FileNotFoundError naming the key and the file); optionally report the split sizes and warnings."""
+        return None
 
     def prepare(self) -> None:
         """On the driver, once, while Ray starts (e.g. load arrays)."""

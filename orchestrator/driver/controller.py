@@ -25,7 +25,8 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from orchestrator import config as C
 from orchestrator.checkpoint.store import CheckpointStore, Manifest
-from orchestrator.policy.failure import Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy
+from orchestrator.policy.failure import (Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy,
+                                         is_config_error)
 from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
 from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, ScalingPolicy
 from orchestrator.driver.recorder import Recorder
@@ -107,7 +108,7 @@ class Controller:
         self.gang: Optional[Gang] = None
         self.plan: Optional[AttemptPlan] = None
         self.status: Optional[RunStatus] = None
-        self.error: Optional[RunFailed] = None
+        self.error: Optional[Exception] = None       # RunFailed, or a ConfigError found on a worker
 
     def run(self) -> RunStatus:
         """Completed or interrupted; raises RunFailed (or the first start's error)."""
@@ -154,7 +155,9 @@ class Controller:
         latest = self.ctx.store.latest_good() or self.ctx.resumed_from
         self.report_failure(failure, decision, latest[0].step if latest else None)
         next_state = after_decision(decision)
-        if next_state is State.FAILED:
+        if next_state is State.FAILED and is_config_error(failure):
+            self.error = C.ConfigError(failure.message.strip())  # one line, no worker traceback
+        elif next_state is State.FAILED:
             self.error = RunFailed(failure_message(failure, decision), {})
         else:
             self.start_from = latest

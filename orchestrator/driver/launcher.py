@@ -16,11 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from orchestrator import config as C
 from orchestrator.components import registry
-from orchestrator.data.module import DataModule, data_module
+from orchestrator.data.checks import batch_size_problem
+from orchestrator.data.module import CheckReport, DataModule, data_module
 from orchestrator.checkpoint.store import CheckpointStore, resolve_resume
 from orchestrator.driver.cluster import RaySession
 from orchestrator.driver.controller import Controller, Resume, RunContext
@@ -77,7 +78,7 @@ class RunSetup:
     config_yaml: str
     store: CheckpointStore
     resume: Optional[Resume]        # trainer.resume's checkpoint, if any
-    early_warnings: List[str]       # shown and recorded once the recorder exists
+    early_warnings: List[Tuple[str, str]]  # (event kind, message): shown and recorded once the recorder exists
     data: DataModule                # the run's data, checked (files exist) before Ray starts
 
 
@@ -89,15 +90,21 @@ def open_run_dir(cfg: C.Config, run_dir: Path) -> RunSetup:
     paths.root.mkdir(parents=True, exist_ok=True)
     config_yaml = to_yaml(cfg)
     paths.config.write_text(config_yaml)
-    early_warnings: List[str] = []
-    store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=early_warnings.append)
+    early_warnings: List[Tuple[str, str]] = []
+    store = CheckpointStore(paths.checkpoints, cfg.checkpoint,
+                            warn=lambda message: early_warnings.append(("checkpoint", message)))
     resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
     if cfg.trainer.resume is None and store.manifests():
         # A fresh run would mix its checkpoints with the earlier run's (and restart from them).
         raise RunDirInUse(f"{paths.root} holds checkpoints of an earlier run: continue it with "
                           "trainer.resume=auto, or start a new run in another run dir")
     data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
-    data.check()  # a missing data file fails here, before Ray starts
+    report = data.check() or CheckReport()  # a missing or corrupt data file fails here, before Ray starts
+    early_warnings.extend(("data", message) for message in report.warnings)
+    problem = batch_size_problem(report.sizes.get("train"), cfg.trainer.num_workers, C.batch_size(cfg),
+                                 cfg.trainer.accumulate_grad_batches)
+    if problem:  # known here for the built-in data; a user's dataset is checked on the workers
+        raise C.ConfigError(problem)
     return RunSetup(paths, config_yaml, store, resume, early_warnings, data)
 
 
@@ -147,8 +154,8 @@ def begin_recording(recorder: Recorder, setup: RunSetup) -> None:
     """What the run dir check found, the config, and where to look: once the recorder exists."""
     resume, tb, view = setup.resume, recorder.tb, recorder.view
     setup.store.warn = lambda m: recorder.event(0, "checkpoint", m)
-    for message in setup.early_warnings:
-        recorder.event(resume[0].step if resume else 0, "checkpoint", message)
+    for kind, message in setup.early_warnings:
+        recorder.event(resume[0].step if resume else 0, kind, message)
     if resume:
         recorder.event(resume[0].step, "resume", f"continuing from checkpoint at step {resume[0].step}",
                        style="cyan")

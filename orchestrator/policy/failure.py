@@ -77,12 +77,21 @@ class Decision:
 def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> Decision:
     """``history``: earlier failures of this run, oldest first (not including ``failure``)."""
     count = len(history) + 1
+    if is_config_error(failure):
+        return Decision(Action.RAISE, "a configuration error: restarting cannot fix it")
     if failure.kind == Kind.EXCEPTION and any(f.signature == failure.signature for f in history):
         return Decision(Action.RAISE, f"the same exception came back at the same step ({failure.error_type} at "
                                       f"step {failure.step}): a bug, not a fault; not restarting again")
     if count > max_failures:
         return Decision(Action.RAISE, f"failure {count} exceeds trainer.max_failures={max_failures}")
     return Decision(Action.RESTART, f"restart {count} of at most {max_failures}")
+
+
+def is_config_error(failure: Failure) -> bool:
+    """A ConfigError raised on a worker (e.g. data.batch_size against a user's dataset, whose size only
+    the workers know): the run stops with its one-line message and exit 2, like a config error found
+    on the driver."""
+    return failure.kind == Kind.EXCEPTION and failure.error_type == "ConfigError"
 
 
 class FailurePolicy(Protocol):

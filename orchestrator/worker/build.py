@@ -16,6 +16,7 @@ from orchestrator.components import losses, models, optimizers, registry, schedu
 from orchestrator.components.metrics import MetricSet
 from orchestrator.components.steps import CustomStep, SupervisedStep
 from orchestrator.data import loader as L
+from orchestrator.data.checks import batch_size_problem
 from orchestrator.data.module import DataModule, Splits, WorkerContext
 from orchestrator.policy.plan import AttemptPlan
 from orchestrator.worker.step import Stepper
@@ -85,9 +86,8 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, distributed: bool) -
 def schedule_length(cfg: C.Config, train_size: int, plan: AttemptPlan) -> tuple:
     batch = C.batch_size(cfg)
     spe = L.steps_per_epoch(train_size, plan.world_size, batch, plan.accumulate)
-    if spe == 0:
-        raise ValueError(f"data.batch_size={batch}: {train_size} training samples cannot give "
-                         f"one step of {plan.accumulate} batch(es) on each of {plan.world_size} workers")
+    if spe == 0:  # a user's dataset: its size is only known here (the built-ins are checked on the driver)
+        raise C.ConfigError(batch_size_problem(train_size, plan.world_size, batch, plan.accumulate))
     total = spe * cfg.trainer.max_epochs
     if cfg.trainer.max_steps is not None:
         total = min(total, cfg.trainer.max_steps)
