@@ -73,7 +73,7 @@ def test_a_user_model_and_dataset_by_import_path_train_on_two_workers(ray_sessio
 def test_python_objects_dict_batches_and_a_step_function_with_its_metric(ray_session, tmp_path):
     result = orchestrator.run([*QUICK, "data.batch_size=32", "stopping.early.monitor=val/hit_rate",
                                "stopping.early.mode=max", "checkpoint.monitor=val/hit_rate", "checkpoint.mode=max"],
-                              model=lambda num_outputs: user.TinyNet(num_outputs=2, depth=1), data=user.dict_blobs,
+                              model=lambda: user.TinyNet(num_outputs=2, depth=1), data=user.dict_blobs,
                               step=user.dict_step, run_dir=tmp_path, show_progress=False)
     assert result.status == "completed"
     assert 0.9 < result.metrics["val/hit_rate"] <= 1.0      # reduced over the whole validation split
@@ -120,3 +120,11 @@ def test_a_user_callback_by_import_path_sees_the_hooks_and_can_end_the_run(ray_s
 def test_a_user_callback_with_a_wrong_argument_fails_at_composition():
     with pytest.raises(ConfigError, match=r"^callbacks\.stop: .*StopAfter.*(missing a required argument: 'step'|unexpected keyword argument 'stepp')"):
         compose("+callbacks.stop._target_=tests.user_project.components.StopAfter", "+callbacks.stop.stepp=3")
+
+
+@pytestmark_ray
+def test_a_model_that_needs_the_class_count_from_data_that_does_not_say_fails_naming_what_to_set(ray_session,
+                                                                                                 tmp_path):
+    with pytest.raises(Exception, match=r"takes num_outputs, but the data does not tell how many classes"):
+        orchestrator.run([*TINY, "data=custom", "data._target_=tests.user_project.components.unlabelled_blobs",
+                          "trainer.max_failures=1"], run_dir=tmp_path, show_progress=False)

@@ -96,6 +96,9 @@ def build_model(spec, node: Any, input_shape, num_outputs):
 
     from orchestrator.worker.weight_init import initialise
 
+    require_known(spec, "num_outputs", num_outputs, "how many classes (or targets) there are: give the training "
+                  "dataset a `classes` list or a `num_classes` attribute, or set model.num_outputs")
+    require_known(spec, "input_shape", input_shape, "the shape of a sample: set model.input_shape")
     model = spec.build(input_shape=tuple(input_shape) if input_shape else None, num_outputs=num_outputs)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: {spec.label} returned {type(model).__name__}, not a torch.nn.Module")
@@ -103,6 +106,21 @@ def build_model(spec, node: Any, input_shape, num_outputs):
     if setting(node, "sync_batchnorm", False):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
+
+
+def require_known(spec, name: str, value: Any, what: str) -> None:
+    """A model that names a context argument must get a value for it, not None."""
+    import inspect
+
+    from orchestrator.components.spec import accepts
+    from orchestrator.config.errors import ConfigError
+
+    try:
+        wanted = accepts(inspect.signature(spec.resolve()), name) and name not in spec.kwargs
+    except (TypeError, ValueError):
+        return
+    if wanted and value is None:
+        raise ConfigError(f"model: {spec.label} takes {name}, but the data does not tell {what}")
 
 
 def setting(node: Any, key: str, default: Any) -> Any:
