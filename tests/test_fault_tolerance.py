@@ -6,6 +6,8 @@ all-reduce (config group ``chaos``), a rank raises. Nothing is mocked.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import signal
@@ -100,12 +102,24 @@ def test_a_repeated_exception_fails_fast_with_its_traceback(ray_session, tmp_pat
     assert time.monotonic() - start < 120
 
 
-def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_session, tmp_path):
+def damage(latest, how: str) -> None:
+    if how == "truncated":  # by a crash: the checksum no longer matches
+        latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    else:  # "unloadable": a file its manifest vouches for that torch.load refuses (every rank would fail alike)
+        bad = b"PK\x03\x04 not a torch checkpoint" * 100
+        latest.write_bytes(bad)
+        manifest_path = latest.with_suffix(".json")
+        manifest = json.loads(manifest_path.read_text())
+        manifest.update(bytes=len(bad), sha256=hashlib.sha256(bad).hexdigest())
+        manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("how", ["truncated", "unloadable"])
+def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_session, tmp_path, how):
     first = orchestrator.run(MLP_RUN + ["trainer.max_steps=40", "checkpoint.keep_last=5"], run_dir=tmp_path,
                              show_progress=False)
     assert first.summary["checkpoints"]["latest_step"] == 40
-    latest = tmp_path / "checkpoints" / "step-000000040.pt"
-    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated by a crash
+    damage(tmp_path / "checkpoints" / "step-000000040.pt", how)
 
     resumed = orchestrator.run(MLP_RUN + ["trainer.max_steps=60", "checkpoint.keep_last=5", "trainer.resume=auto"],
                                run_dir=tmp_path, show_progress=False)
