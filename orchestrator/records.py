@@ -17,9 +17,11 @@ from typing import Dict, Optional, Union
 class Heartbeat:
     rank: int
     step: int = 0
-    phase: str = "starting"   # starting | train | validate | test | checkpoint | done
-    progress: int = 0         # grows with every step or evaluation batch
+    # starting | build | restore | first_step | train | validate | test | checkpoint | saving | done
+    phase: str = "starting"
+    progress: int = 0         # grows with every step or evaluation batch (and while a long phase runs)
     updated: float = field(default_factory=time.time)
+    phase_started: float = field(default_factory=time.time)  # when ``phase`` began (wall clock)
 
 
 @dataclass

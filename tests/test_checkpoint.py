@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 
 from orchestrator import config as C
+from orchestrator.checkpoint import state as S
 from orchestrator.checkpoint.store import CheckpointStore, CorruptCheckpoint, resolve_resume
 
 
@@ -18,10 +22,11 @@ def payload(step: int) -> bytes:
     return f"checkpoint of step {step} ".encode() * 50 + bytes(range(256))
 
 
-def make_store(directory: Path, warnings: List[str] = None, **cfg) -> CheckpointStore:
+def make_store(directory: Path, warnings: List[str] = None, check_payload=None, **cfg) -> CheckpointStore:
+    """A store of opaque payloads (bytes checks only) unless ``check_payload`` is given."""
     cfg.setdefault("keep_last", 100)
     return CheckpointStore(directory, C.CheckpointConfig(**cfg),
-                           warn=(warnings.append if warnings is not None else pytest.fail))
+                           warn=(warnings.append if warnings is not None else pytest.fail), check_payload=check_payload)
 
 
 def steps_on_disk(directory: Path):
@@ -118,6 +123,51 @@ def test_unreadable_manifest_is_reported_and_ignored(tmp_path):
     manifest, data = store.latest_good()
     assert manifest.step == 1 and data == payload(1)
     assert any("step-000000002.json" in w for w in warnings)
+
+
+def real_checkpoint(step: int) -> bytes:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    return S.capture(model, optimizer, scheduler, None, S.TrainState(step=step), 1, "config: {}")
+
+
+def unloadable(kind: str) -> bytes:
+    if kind == "not_a_torch_file":
+        return b"PK\x03\x04 looks like a zip, is not one" * 20
+    buffer = io.BytesIO()
+    if kind == "foreign_object":  # refused by weights_only=True (no arbitrary unpickling)
+        torch.save({"format_version": 1, "model": Fraction(1, 3)}, buffer)
+    elif kind == "not_a_checkpoint":
+        torch.save({"weights": torch.zeros(3)}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["not_a_torch_file", "foreign_object", "not_a_checkpoint"])
+def test_a_checkpoint_that_passes_its_checksum_but_does_not_load_falls_back_to_the_previous(tmp_path, kind):
+    # Before the load check, such a file was handed to every rank, each failed alike at the same step,
+    # and the failure policy took it for a bug and stopped the run instead of trying the previous one.
+    warnings: List[str] = []
+    store = make_store(tmp_path, warnings, check_payload=S.check_loadable)
+    store.save(10, real_checkpoint(10), epoch=0, metrics={})
+    store.save(20, unloadable(kind), epoch=0, metrics={})  # its manifest matches: the checksum passes
+    manifest, data = store.latest_good()
+    assert manifest.step == 10
+    assert S.load_payload(data)["train_state"]["step"] == 10
+    (warning,) = warnings
+    assert "step 20" in warning and "passes its checksum but does not load" in warning
+    with pytest.raises(CorruptCheckpoint, match="does not load"):
+        resolve_resume(str(tmp_path / "step-000000020.pt"), store)
+
+
+def test_the_default_store_checks_that_checkpoints_load(tmp_path):
+    store = CheckpointStore(tmp_path, C.CheckpointConfig(), warn=pytest.fail)
+    store.save(5, real_checkpoint(5), epoch=0, metrics={})
+    (manifest,) = store.manifests()
+    assert store.read(manifest) == (tmp_path / manifest.file).read_bytes()
+    store.save(6, unloadable("not_a_checkpoint"), epoch=0, metrics={})
+    with pytest.raises(CorruptCheckpoint, match="lacks format_version, model"):
+        store.read(store.manifests()[-1])
 
 
 # ----------------------------------------------------------------------------- retention

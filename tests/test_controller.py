@@ -148,7 +148,8 @@ def context(tmp_path):
     def make(cfg: Optional[C.Config] = None, resumed_from=None) -> RunContext:
         cfg = cfg or make_config()
         recorder = Recorder(TensorBoardSink(tmp_path / "tb"), ProgressView("test", enabled=False))
-        store = CheckpointStore(tmp_path / "checkpoints", cfg.checkpoint, warn=lambda m: None)
+        store = CheckpointStore(tmp_path / "checkpoints", cfg.checkpoint, warn=lambda m: None,
+                                check_payload=None)  # opaque payloads
         return RunContext(cfg, recorder, store, StopSignal(), resumed_from)
     return make
 

@@ -7,12 +7,14 @@ must equal one step on the k-times larger batch.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 import torch
 
 from orchestrator import config as C
+from orchestrator.config import ConfigError
 from orchestrator.worker import loop
 from orchestrator.components import registry
 from orchestrator.data.module import data_module
@@ -21,6 +23,7 @@ from orchestrator.policy.plan import AttemptPlan
 from orchestrator.records import CheckpointRecord, MetricsRecord
 from orchestrator.worker.reporting import Reporter
 from tests.gloo import run_ranks
+from tests.helpers import compose
 
 
 def mlp_config(batch_size: int, world: int, accumulate: int = 1, steps: int = 6) -> C.Config:
@@ -93,3 +96,40 @@ def test_final_checkpoint_holds_every_ranks_rng_state(two_workers):
     assert payload["world_size"] == 2 and len(payload["rng"]) == 2
     assert not torch.equal(payload["rng"][0]["torch"], payload["rng"][1]["torch"])  # distinct per-rank streams
     assert payload["train_state"]["step"] == 6
+
+
+# ----------------------------------------------------------------------------- batch norm (model.sync_batchnorm)
+def bn_config(batch_size: int, world: int) -> C.Config:
+    cfg = mlp_config(batch_size, world)
+    return dataclasses.replace(cfg, model=C.MLPConfig(hidden_sizes=[32, 16], dropout=0.0, batch_norm=True))
+
+
+def test_with_batch_norm_two_workers_do_not_equal_the_large_batch():
+    # Each rank normalises with its own batch's statistics: why model.sync_batchnorm exists (on GPUs).
+    two = run_ranks(2, train_and_return_weights, bn_config(batch_size=16, world=2))
+    one = run_ranks(1, train_and_return_weights, bn_config(batch_size=32, world=1))
+    with pytest.raises(AssertionError, match="differs"):
+        assert_same_weights(two[0]["weights"], one[0]["weights"], atol=1e-4)
+
+
+def sync_batchnorm_forward(rank: int, world: int):
+    layer = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm1d(4)))
+    try:
+        layer(torch.randn(8, 4))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def test_torch_sync_batchnorm_refuses_cpu_tensors_on_gloo():
+    # The fact behind the config check: if a torch release supports it, this fails and the check
+    # in config/root.py (check_devices) can go, with a test that sync_batchnorm equals the large batch.
+    errors = run_ranks(2, sync_batchnorm_forward)
+    assert all(e and "SyncBatchNorm expected input tensor to be on GPU" in e for e in errors)
+
+
+def test_sync_batchnorm_on_cpu_workers_fails_at_composition_naming_the_key():
+    with pytest.raises(ConfigError, match=r"model\.sync_batchnorm needs GPU workers"):
+        compose("model=cnn", "model.sync_batchnorm=true")
+    cfg = compose("model=cnn", "model.sync_batchnorm=true", "cluster=gpu")  # accepted for GPU workers
+    assert cfg.model.sync_batchnorm is True

@@ -6,6 +6,8 @@ all-reduce (config group ``chaos``), a rank raises. Nothing is mocked.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import signal
@@ -100,12 +102,24 @@ def test_a_repeated_exception_fails_fast_with_its_traceback(ray_session, tmp_pat
     assert time.monotonic() - start < 120
 
 
-def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_session, tmp_path):
+def damage(latest, how: str) -> None:
+    if how == "truncated":  # by a crash: the checksum no longer matches
+        latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    else:  # "unloadable": a file its manifest vouches for that torch.load refuses (every rank would fail alike)
+        bad = b"PK\x03\x04 not a torch checkpoint" * 100
+        latest.write_bytes(bad)
+        manifest_path = latest.with_suffix(".json")
+        manifest = json.loads(manifest_path.read_text())
+        manifest.update(bytes=len(bad), sha256=hashlib.sha256(bad).hexdigest())
+        manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("how", ["truncated", "unloadable"])
+def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_session, tmp_path, how):
     first = orchestrator.run(MLP_RUN + ["trainer.max_steps=40", "checkpoint.keep_last=5"], run_dir=tmp_path,
                              show_progress=False)
     assert first.summary["checkpoints"]["latest_step"] == 40
-    latest = tmp_path / "checkpoints" / "step-000000040.pt"
-    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated by a crash
+    damage(tmp_path / "checkpoints" / "step-000000040.pt", how)
 
     resumed = orchestrator.run(MLP_RUN + ["trainer.max_steps=60", "checkpoint.keep_last=5", "trainer.resume=auto"],
                                run_dir=tmp_path, show_progress=False)
@@ -114,3 +128,31 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_s
     assert events["resume"]["step"] == 30
     assert resumed.summary["steps"] == 60
     assert_continuous(tmp_path / "tb", 60, 5)
+
+
+TINY_ON = ["model=custom", "model._target_=tests.user_project.components.TinyNet", "+model.depth=1", "data=custom",
+           "trainer.max_steps=6", "trainer.log_every_n_steps=2", "trainer.max_failures=0"]
+
+
+def test_a_data_fetch_longer_than_the_hang_timeout_is_not_a_hang(ray_session, tmp_path):
+    # Before phase keepalives, every phase without step progress (data, model, restore, first step,
+    # checkpoint) longer than hang_timeout_s was reported as a hang.
+    result = orchestrator.run(TINY_ON + ["data._target_=tests.user_project.components.slow_blobs",
+                                         "+data.delay_s=7", "fault_tolerance.hang_timeout_s=3"],
+                              run_dir=tmp_path, show_progress=False)
+    assert result.status == "completed" and result.summary["steps"] == 6
+    assert result.summary["restarts"] == []
+
+
+def test_a_phase_stuck_past_its_own_bound_is_a_hang_that_names_the_phase(ray_session, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(RunFailed) as err:
+        orchestrator.run(TINY_ON + ["data._target_=tests.user_project.components.stuck_blobs",
+                                    "fault_tolerance.hang_timeout_s=2", "fault_tolerance.phase_timeout_s=3"],
+                         run_dir=tmp_path, show_progress=False)
+    (restart,) = err.value.summary["restarts"]
+    assert restart["kind"] == "hang"
+    assert "in phase 'build'" in restart["message"] and "fault_tolerance.phase_timeout_s" in restart["message"]
+    report = next(e["message"] for e in err.value.summary["events"] if e["event"] == "failure")
+    assert "stuck_blobs" in report, "the stack shows where the phase is stuck"
+    assert time.monotonic() - start < 90

@@ -1,12 +1,20 @@
-"""Gradient health (pure): per-layer statistics, warnings, where a non-finite value appeared."""
+"""Gradient health: per-layer statistics, warnings, where a non-finite value appeared, health.nan_policy."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import models
+from orchestrator.components import registry
+from orchestrator.data.module import data_module
+from orchestrator.policy.outcomes import StopKind
+from orchestrator.policy.plan import AttemptPlan
+from orchestrator.worker import loop
+from orchestrator.worker.build import build
+from orchestrator.worker.reporting import Reporter
 from orchestrator import config as C
-from orchestrator.worker.health import LayerStats, first_non_finite_gradient, sentinel_parameter
+from orchestrator.worker.health import LayerStats, first_non_finite_gradient
 
 
 def test_a_gradient_warning_is_given_once_per_layer_until_it_recovers():
@@ -34,6 +42,31 @@ def test_first_non_finite_gradient_names_the_layer_in_forward_order():
     assert first_non_finite_gradient(model) == ("net.3.weight", 1, 4)
 
 
-def test_the_sentinel_is_the_smallest_parameter():
-    model = models.build("mlp", (4,), 2, hidden_sizes=(3,))
-    assert sentinel_parameter(model).numel() == 2  # the output bias
+
+def scaled_run(max_skips: int, steps: int = 30) -> C.Config:
+    return C.Config(
+        model=C.MLPConfig(hidden_sizes=[16], dropout=0.0),
+        data=C.SyntheticClassificationConfig(num_samples=256, num_features=8, num_classes=3, batch_size=16,
+                                             val_fraction=0.0),
+        optimizer=C.AdamConfig(lr=0.01), scheduler=C.ConstantSchedulerConfig(),
+        trainer=C.TrainerConfig(num_workers=1, max_steps=steps, max_epochs=50, log_every_n_steps=5),
+        checkpoint=C.CheckpointConfig(every_epoch=False),
+        health=C.HealthConfig(nan_policy="skip", max_consecutive_skips=max_skips, layer_stats_every_n_steps=0))
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+def test_fp16_with_nan_policy_skip_stops_after_max_consecutive_skips():
+    # fp16 needs a GPU in a run's config; the loop and the step are the same with a CPU GradScaler.
+    # Before: a scaler's steps always counted as finite, so a loss that is NaN for good ran to max_steps.
+    cfg = scaled_run(max_skips=3)
+    data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
+    data.prepare()
+    c = build(cfg, data, AttemptPlan(0, 1, 1), 0, torch.device("cpu"), distributed=False)
+    c.scaler = c.stepper.scaler = torch.amp.GradScaler("cpu")
+    c.stepper.loss_hook = lambda loss: loss * float("nan")  # non-finite for good, from the first step
+    reporter = Reporter(0, keeps_records=True)
+    result = loop.fit(c, reporter)
+    assert result.stop_kind is StopKind.NON_FINITE
+    assert result.step == 4  # 3 skips allowed in a row, the 4th stops
+    events = [r for r in reporter.drain() if getattr(r, "kind", None) == "non_finite"]
+    assert [e.step for e in events] == [1, 2, 3, 4] and "stopping" in events[-1].message

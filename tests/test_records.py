@@ -26,7 +26,7 @@ def test_the_sink_stores_checkpoint_bytes_and_passes_the_record_on_without_them(
     metrics, checkpoint = sink.drain()
     assert metrics == MetricsRecord(3, {"train/loss": 1.0})
     assert checkpoint == CheckpointRecord(step=3, epoch=1, metrics={"val/loss": 0.5}, payload=None)
-    store = CheckpointStore(tmp_path / "ckpt", C.CheckpointConfig())
+    store = CheckpointStore(tmp_path / "ckpt", C.CheckpointConfig(), check_payload=None)  # opaque bytes
     (manifest,) = store.manifests()
     assert (manifest.step, manifest.epoch, manifest.metrics) == (3, 1, {"val/loss": 0.5})
     assert store.read(manifest) == b"weights"

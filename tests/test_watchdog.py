@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.policy.watchdog import Watchdog
+from orchestrator.policy.watchdog import Watchdog, phase_kept_alive
+from orchestrator.worker.reporting import Reporter
 
 
 def test_no_hang_while_any_rank_progresses():
@@ -68,3 +69,43 @@ def test_stalest_does_not_depend_on_the_order_ranks_are_given(ranks):
     for rank, t in zip([0, 1, 2, 3], [4.0, 1.0, 3.0, 2.0]):
         w.observe(rank, 1, now=t)
     assert w.stalest(ranks, now=5.0) == [1, 3, 2, 0]
+
+
+# ----------------------------------------------------------------------------- long phases (keepalive)
+@pytest.mark.parametrize("phase,elapsed,alive", [
+    ("build", 5.0, True), ("restore", 5.0, True), ("first_step", 5.0, True), ("checkpoint", 5.0, True),
+    ("saving", 5.0, True), ("starting", 5.0, True),
+    ("build", 10.0, False),                                   # past its own bound: now it may look hung
+    ("train", 0.0, False), ("validate", 0.0, False), ("test", 0.0, False),  # units report progress themselves
+    ("done", 0.0, False),
+])
+def test_only_long_phases_within_their_bound_are_kept_alive(phase, elapsed, alive):
+    assert phase_kept_alive(phase, elapsed, bound_s=10.0) is alive
+
+
+def test_a_reporter_ticks_in_a_long_phase_until_its_bound_and_never_while_training():
+    r = Reporter(rank=0, keeps_records=False, phase_timeout_s=60.0)
+    r.close()  # drive the ticks by hand
+    r.enter_phase("build")
+    before = r.heartbeat.progress
+    assert r.tick() and r.tick()
+    assert r.heartbeat.progress == before + 2 and r.heartbeat.phase == "build"
+    r.heartbeat.phase_started -= 61.0  # the phase has now run past phase_timeout_s
+    assert not r.tick() and r.heartbeat.progress == before + 2
+    r.progress(1, "train")
+    assert r.heartbeat.phase_started > 0 and not r.tick()
+
+
+def test_the_keepalive_thread_advances_a_heartbeat_the_training_thread_does_not_touch():
+    import time
+
+    r = Reporter(rank=0, keeps_records=False, phase_timeout_s=60.0)
+    try:
+        r.enter_phase("first_step")
+        seen = r.heartbeat.progress
+        deadline = time.monotonic() + 10.0
+        while r.heartbeat.progress == seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.heartbeat.progress > seen
+    finally:
+        r.close()

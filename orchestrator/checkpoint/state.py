@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -86,6 +87,34 @@ def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainSt
 def weights_finite(model: torch.nn.Module) -> bool:
     """A checkpoint with NaN/Inf weights is never written (it would poison every resume)."""
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+REQUIRED_KEYS = ("format_version", "model", "optimizer", "scheduler", "train_state", "rng", "world_size")
+
+
+def check_loadable(path: Path) -> None:
+    """Raises ``UnloadableCheckpoint`` unless ``path`` loads as a checkpoint of this format. Cheap on a
+    large file: with ``mmap=True`` torch unpickles the structure and maps the tensors without reading them
+    (their bytes are covered by the manifest's checksum)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - unpickling, zip and storage errors all mean "cannot load"
+        raise UnloadableCheckpoint(f"torch.load fails: {type(err).__name__}: {first_line(str(err))}") from None
+    if not isinstance(payload, dict):
+        raise UnloadableCheckpoint(f"holds a {type(payload).__name__}, not a checkpoint")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise UnloadableCheckpoint(f"lacks {', '.join(missing)}")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise UnloadableCheckpoint(f"format version {payload['format_version']}, this version reads {FORMAT_VERSION}")
+
+
+class UnloadableCheckpoint(ValueError):
+    pass
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
 def load_payload(data: bytes) -> Dict[str, Any]:

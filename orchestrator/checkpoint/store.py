@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from orchestrator import config as C
+from orchestrator.checkpoint.state import UnloadableCheckpoint, check_loadable
 
 
 @dataclass
@@ -55,10 +56,15 @@ def fsync_dir(directory: Path) -> None:
 
 
 class CheckpointStore:
-    def __init__(self, directory: Path, cfg: C.CheckpointConfig, warn: Callable[[str], None] = print):
+    """``check_payload``: raises UnloadableCheckpoint for a file that matches its manifest yet does not load
+    (None: bytes only, for stores of opaque payloads)."""
+
+    def __init__(self, directory: Path, cfg: C.CheckpointConfig, warn: Callable[[str], None] = print,
+                 check_payload: Optional[Callable[[Path], None]] = check_loadable):
         self.directory = Path(directory)
         self.cfg = cfg
         self.warn = warn
+        self.check_payload = check_payload
 
     def save(self, step: int, payload: bytes, epoch: int, metrics: Dict[str, float]) -> Manifest:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -81,7 +87,11 @@ class CheckpointStore:
         return sorted(found, key=lambda m: m.step)
 
     def read(self, manifest: Manifest) -> bytes:
-        """The checkpoint's bytes if they match the manifest; raises CorruptCheckpoint otherwise."""
+        """The checkpoint's bytes if they match the manifest and load; raises CorruptCheckpoint otherwise.
+
+        A file can pass its checksum and still not load (written by a broken or newer version, or not a
+        checkpoint at all). Every rank would then fail alike, which looks like a bug at the same step and
+        stops the run; checking here instead lets the caller fall back to the previous checkpoint."""
         path = self.directory / manifest.file
         try:
             data = path.read_bytes()
@@ -90,6 +100,11 @@ class CheckpointStore:
         if len(data) != manifest.bytes or hashlib.sha256(data).hexdigest() != manifest.sha256:
             raise CorruptCheckpoint(f"{path.name}: {len(data)} bytes, checksum does not match its manifest "
                                     f"({manifest.bytes} bytes expected)")
+        if self.check_payload is not None:
+            try:
+                self.check_payload(path)
+            except UnloadableCheckpoint as err:
+                raise CorruptCheckpoint(f"{path.name}: passes its checksum but does not load ({err})") from None
         return data
 
     def latest_good(self) -> Optional[Tuple[Manifest, bytes]]:
@@ -134,14 +149,14 @@ def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[Tu
         return store.latest_good()
     path = Path(resume).expanduser()
     if path.is_file():
-        other = CheckpointStore(path.parent, store.cfg, store.warn)
+        other = CheckpointStore(path.parent, store.cfg, store.warn, store.check_payload)
         matches = [m for m in other.manifests() if m.file == path.name]
         if not matches:
             raise FileNotFoundError(f"trainer.resume: {path} has no manifest {path.stem}.json beside it")
         return matches[0], other.read(matches[0])
     for folder in (path / "checkpoints", path):
         if folder.is_dir() and any(folder.glob("step-*.json")):
-            found = CheckpointStore(folder, store.cfg, store.warn).latest_good()
+            found = CheckpointStore(folder, store.cfg, store.warn, store.check_payload).latest_good()
             if found is None:
                 raise FileNotFoundError(f"trainer.resume: no intact checkpoint in {folder}")
             return found

@@ -135,6 +135,12 @@ def check_devices(cfg: Config) -> None:
     if cfg.trainer.device == "cuda":
         require(cfg.cluster.gpus_per_worker > 0, "cluster.gpus_per_worker",
                 "must be > 0 when trainer.device=cuda", cfg.cluster.gpus_per_worker)
+    from orchestrator.components.models import setting
+
+    if setting(cfg.model, "sync_batchnorm", False):
+        # torch.nn.SyncBatchNorm raises on CPU tensors once a process group exists (torch 2.13).
+        require(cfg.cluster.gpus_per_worker > 0 and cfg.trainer.device != "cpu", "model.sync_batchnorm",
+                "needs GPU workers (torch's SyncBatchNorm supports no CPU/gloo); on CPU leave it false", True)
 
 
 def global_batch_size(cfg: Config, num_workers: Optional[int] = None) -> int:

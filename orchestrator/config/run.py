@@ -165,6 +165,9 @@ class FaultToleranceConfig:
     # No step progress on any rank for this long counts as a hang (much shorter than
     # collective_timeout_s, which is torch.distributed's own last resort).
     hang_timeout_s: float = 120.0
+    # A long phase without per-step progress (data and model build, checkpoint restore, first step,
+    # checkpoint write) may take this long before it counts as a hang (its heartbeat is kept alive).
+    phase_timeout_s: float = 1800.0
     collective_timeout_s: float = 600.0
     # With fewer workers (trainer.min_workers), keep the global batch by accumulating more
     # micro-batches, or keep the per-step batch and scale the LR linearly.
@@ -176,6 +179,7 @@ class FaultToleranceConfig:
 
     def __post_init__(self):
         require(self.hang_timeout_s > 0, "fault_tolerance.hang_timeout_s", "must be > 0", self.hang_timeout_s)
+        require(self.phase_timeout_s > 0, "fault_tolerance.phase_timeout_s", "must be > 0", self.phase_timeout_s)
         require(self.collective_timeout_s > 0, "fault_tolerance.collective_timeout_s", "must be > 0",
                 self.collective_timeout_s)
         require_choice("fault_tolerance.elastic_batch", self.elastic_batch, {"keep_global_batch", "scale_lr"})

@@ -17,7 +17,7 @@ from orchestrator import config as C
 from orchestrator.policy.failure import Failure, Kind, TrainingError, root_cause
 from orchestrator.records import Heartbeat, Record
 from orchestrator.policy.outcomes import AttemptStatus, Outcome
-from orchestrator.policy.watchdog import Watchdog
+from orchestrator.policy.watchdog import UNIT_PHASES, Watchdog
 from orchestrator.driver.worker_group import WorkerGroup
 
 POLL_INTERVAL_S = 1.0  # how often metrics and heartbeats are drained (failures wake the driver at once)
@@ -52,7 +52,7 @@ class Supervisor:
     sink: Any  # the run's RunSink actor: records from rank 0, in order
     on_records: Callable[[List[Record]], None]
     stop: StopSignal
-    limits: C.FaultToleranceConfig  # hang_timeout_s, graceful_stop_s
+    limits: C.FaultToleranceConfig  # hang_timeout_s, phase_timeout_s, graceful_stop_s
     warn: Callable[[str], None] = print
     heartbeats: Dict[int, Heartbeat] = field(default_factory=dict, init=False)
 
@@ -149,20 +149,32 @@ class Supervisor:
                        error_type=type(err).__name__, traceback=str(err), detected_at=time.time())
 
     def hang_failure(self, watchdog: Watchdog, now: float) -> Failure:
-        ranks = list(range(self.group.size))
+        ranks = watchdog.stalest(list(range(self.group.size)), now)
         stacks = self.collect_stacks()
         lines = []
-        for rank in watchdog.stalest(ranks, now):
-            hb = self.heartbeats.get(rank)
-            phase, step = (hb.phase, hb.step) if hb else ("?", "?")
+        for rank in ranks:
+            info = self.group.infos[rank]
             idle = watchdog.idle_for(rank, now)
             idle_text = f"{idle:.0f}s" if idle is not None else "since start"
-            lines.append(f"rank {rank} (node {self.group.infos[rank].node_ip}, pid {self.group.infos[rank].pid}): "
-                         f"no progress for {idle_text}, last in phase '{phase}' at step {step}\n"
+            lines.append(f"rank {rank} (node {info.node_ip}, pid {info.pid}): no progress for {idle_text}, "
+                         f"{self.phase_text(rank, now)}\n"
                          f"{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
-        message = (f"no progress on any rank for {self.limits.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s)")
+        # The first line (the failure's signature and summary) names the phase the likeliest culprit is in.
+        message = (f"no progress on any rank for {self.limits.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s); "
+                   f"rank {ranks[0]} {self.phase_text(ranks[0], now)}")
         return Failure(Kind.HANG, None, self.last_step(), message=message, traceback="\n".join(lines),
                        detected_at=now)
+
+    def phase_text(self, rank: int, now: float) -> str:
+        hb = self.heartbeats.get(rank)
+        if hb is None:
+            return "never answered a poll"
+        text = f"last in phase '{hb.phase}' at step {hb.step}"
+        if hb.phase not in UNIT_PHASES:  # a long phase: how long it has run, against its own bound
+            bound = self.limits.phase_timeout_s
+            over = " (over fault_tolerance.phase_timeout_s)" if now - hb.phase_started >= bound else ""
+            text += f" for {now - hb.phase_started:.0f}s{over}"
+        return text
 
     def collect_stacks(self) -> Dict[int, str]:
         refs = {rank: actor.stacks.remote() for rank, actor in enumerate(self.group.actors)}

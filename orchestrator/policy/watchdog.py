@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+# Phases in which every unit of work (a step, an evaluation batch) reports progress: a stall shows
+# within hang_timeout_s. Every other phase (start-up, build, restore, first step, checkpoint, saving)
+# is one long piece of work; its heartbeat is kept alive for up to fault_tolerance.phase_timeout_s.
+UNIT_PHASES = frozenset({"train", "validate", "test"})
+FINAL_PHASES = frozenset({"done"})
+
+
+def phase_kept_alive(phase: str, elapsed_s: float, bound_s: float) -> bool:
+    """Whether a worker's keepalive should count as progress: in a long phase, within its bound."""
+    return phase not in UNIT_PHASES and phase not in FINAL_PHASES and elapsed_s < bound_s
+
 
 class Watchdog:
     """The gang hangs when no rank's progress counter moved for ``timeout_s``.
 
-    A rank that trains, validates or checkpoints advances its counter; a rank
-    blocked in a collective or stalled does not. Polls that time out count as
-    no progress.
+    A rank that trains or validates advances its counter per step or batch; in a
+    long phase (build, restore, first step, checkpoint) its keepalive advances it
+    until the phase's own bound (``phase_kept_alive``). A rank blocked in a
+    collective or stalled does not. Polls that time out count as no progress.
     """
 
     def __init__(self, timeout_s: float, now: float):

@@ -50,8 +50,8 @@ class RayReporter(Reporter):
     SEND_INTERVAL_S = 0.5
     DELIVERY_TIMEOUT_S = 600.0
 
-    def __init__(self, rank: int, sink):
-        super().__init__(rank, keeps_records=True)
+    def __init__(self, rank: int, sink, phase_timeout_s: Optional[float] = None):
+        super().__init__(rank, keeps_records=True, phase_timeout_s=phase_timeout_s)
         self.sink = sink
         self.pending: List[Record] = []
         self.in_flight: List[Any] = []
@@ -139,36 +139,49 @@ class Worker:
 
     def run(self, attempt: AttemptArgs) -> Dict[str, Any]:
         """Train one attempt. ``attempt.data`` is the run's DataModule (its datasets are built here, on the worker)."""
-        cfg, data, plan, config_yaml, sink = attempt.cfg, attempt.data, attempt.plan, attempt.config_yaml, attempt.sink
-        resume = attempt.resume_payload()
+        cfg, sink = attempt.cfg, attempt.sink
+        started = time.time()
+        self.train_thread = threading.get_ident()
+        # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
+        bound = cfg.fault_tolerance.phase_timeout_s
+        self.reporter = RayReporter(self.rank, sink, bound) if self.rank == 0 else Reporter(self.rank, False, bound)
+        try:
+            return self.train(attempt, started)
+        finally:
+            self.reporter.close()
+
+    def train(self, attempt: AttemptArgs, started: float) -> Dict[str, Any]:
+        """The attempt's phases, each named in the heartbeat (a hang report says which one stalled).
+        The process group was joined before (``join``, bounded by its own rendezvous timeout)."""
         from orchestrator.worker import loop
         from orchestrator.checkpoint import state as S
         from orchestrator.worker.build import build
 
-        started = time.time()
-        self.train_thread = threading.get_ident()
-        # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
-        self.reporter = RayReporter(self.rank, sink) if self.rank == 0 else Reporter(self.rank, False)
-        self.reporter.progress(0, "starting")
+        cfg, plan, r = attempt.cfg, attempt.plan, self.reporter
+        r.enter_phase("build")  # the user's data (fetch, dataset build) and model
         device = self.device(cfg)
-        components = build(cfg, data, plan, self.rank, device, distributed=self.world_size > 1,
-                           config_yaml=config_yaml)
-        self.reporter.info(StartupInfo(plan.attempt, {"worker_build_s": time.time() - started}))
+        components = build(cfg, attempt.data, plan, self.rank, device, distributed=self.world_size > 1,
+                           config_yaml=attempt.config_yaml)
+        r.info(StartupInfo(plan.attempt, {"worker_build_s": time.time() - started}))
         train_state, best_model = None, None
-        if resume is not None:
-            payload = S.load_payload(resume)
+        if attempt.resume is not None:
+            r.enter_phase("restore")
+            payload = S.load_payload(attempt.resume_payload())
             train_state = S.restore(payload, components.module, components.optimizer, components.scheduler,
                                     components.scaler, self.rank, self.world_size, cfg.trainer.seed, plan.attempt)
             best_model = payload.get("best_model")
             # The checkpoint's schedule carries the old base LR; this attempt's may differ (elastic).
             rebase_lr(components.scheduler, components.base_lr * plan.lr_scale)
+        r.enter_phase("first_step")  # loader start-up, first batch, first step (compilation): until step 1 ends
         try:
-            result = loop.fit(components, self.reporter, train_state, best_model)
+            result = loop.fit(components, r, train_state, best_model)
         except Exception as err:
             # The driver's view of the step can be a second old; "the same error at the same step"
             # (a bug, not a fault) needs the exact one.
-            raise TrainingError(self.reporter.heartbeat.step, err) from err
-        self.reporter.wait_persisted()  # the final records and checkpoint arrived before we say we are done
+            raise TrainingError(r.heartbeat.step, err) from err
+        r.enter_phase("saving")
+        r.wait_persisted()  # the final records and checkpoint arrived before we say we are done
+        r.enter_phase("done")
         return asdict(result)
 
     # ----------------------------------------------------------------- served while training
@@ -186,7 +199,7 @@ class Worker:
         parts = []
         for ident in order:
             label = "training thread" if ident == self.train_thread else names.get(ident, str(ident))
-            if label.startswith(("ThreadPoolExecutor", "Thread-")) and ident != self.train_thread:
-                continue  # Ray's idle executor threads (one of them is answering this call)
+            if label.startswith(("ThreadPoolExecutor", "Thread-", "heartbeat-keepalive")) and ident != self.train_thread:
+                continue  # Ray's idle executor threads (one of them is answering this call), our keepalive
             parts.append(f"--- {label}\n" + "".join(traceback.format_stack(frames[ident])))
         return "\n".join(parts)

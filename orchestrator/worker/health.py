@@ -33,14 +33,6 @@ def first_non_finite_gradient(model: torch.nn.Module) -> Tuple[Optional[str], in
     return first, bad, total
 
 
-def sentinel_parameter(model: torch.nn.Module) -> Optional[torch.nn.Parameter]:
-    """A small parameter whose all-reduced gradient turns non-finite whenever any rank's loss does
-    (a NaN loss reaches every gradient through backward, then every rank through the all-reduce).
-    Checking it each step costs almost nothing, unlike a full gradient-norm pass."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return min(params, key=lambda p: p.numel()) if params else None
-
-
 class LayerStats:
     """Per-layer statistics on steps chosen by ``health.layer_stats_every_n_steps``."""
 

@@ -3,6 +3,11 @@
 The loop calls the same methods on every rank. Rank 0 gets a reporter that
 keeps metrics, events and checkpoints; the other ranks get one that only keeps
 their heartbeat (a null object instead of ``if rank == 0`` branches).
+
+Long phases that report no per-unit progress (build, restore, first step, checkpoint,
+saving) are covered by a keepalive thread: it advances the heartbeat while such a phase
+runs, up to ``phase_timeout_s``, so the driver's watchdog sees a slow phase as alive, a
+phase past its bound as a hang, and its report names the phase either way.
 """
 
 from __future__ import annotations
@@ -12,24 +17,58 @@ import time
 from collections import deque
 from typing import Any, Dict, List, Optional
 
+from orchestrator.policy.watchdog import phase_kept_alive
 from orchestrator.records import (CheckpointRecord, EventRecord, Heartbeat, HistogramRecord, InfoRecord,
                                   MetricsRecord, Record)
 
 
-class Reporter:
-    """Heartbeat plus an outbox of records the driver drains (``drain``); thread-safe."""
+KEEPALIVE_TICK_S = 0.5  # well below any sensible hang_timeout_s; one lock and an increment per tick
 
-    def __init__(self, rank: int, keeps_records: bool):
+
+class Reporter:
+    """Heartbeat plus an outbox of records the driver drains (``drain``); thread-safe.
+
+    ``phase_timeout_s``: keep the heartbeat alive in long phases for up to this long (None: no keepalive).
+    """
+
+    def __init__(self, rank: int, keeps_records: bool, phase_timeout_s: Optional[float] = None):
         self.heartbeat = Heartbeat(rank)
         self.keeps_records = keeps_records
+        self.phase_timeout_s = phase_timeout_s
         self._outbox: deque = deque()
         self._lock = threading.Lock()
+        self._beat_lock = threading.Lock()  # the training thread and the keepalive both advance the heartbeat
         self._stop_reason: Optional[str] = None
+        self._keepalive: Optional[Keepalive] = None
+        if phase_timeout_s is not None:
+            self._keepalive = Keepalive(self)
+            self._keepalive.start()
 
     # --- called by the loop
     def progress(self, step: int, phase: str) -> None:
-        hb = self.heartbeat
-        hb.step, hb.phase, hb.progress, hb.updated = step, phase, hb.progress + 1, time.time()
+        with self._beat_lock:
+            hb, now = self.heartbeat, time.time()
+            if phase != hb.phase:
+                hb.phase_started = now
+            hb.step, hb.phase, hb.progress, hb.updated = step, phase, hb.progress + 1, now
+
+    def enter_phase(self, phase: str) -> None:
+        """Start a named phase at the current step (a long one is kept alive until the next phase)."""
+        self.progress(self.heartbeat.step, phase)
+
+    def tick(self) -> bool:
+        """Called by the keepalive: advance the heartbeat if the current phase is a long one within
+        its bound. Returns whether it did."""
+        with self._beat_lock:
+            hb = self.heartbeat
+            alive = phase_kept_alive(hb.phase, time.time() - hb.phase_started, self.phase_timeout_s or 0.0)
+            if alive:
+                hb.progress += 1
+            return alive
+
+    def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.stopped.set()
 
     def metrics(self, step: int, values: Dict[str, float]) -> None:
         self._put(MetricsRecord(step, values))
@@ -70,3 +109,16 @@ class Reporter:
         if self.keeps_records:
             with self._lock:
                 self._outbox.append(record)
+
+
+class Keepalive(threading.Thread):
+    """Ticks the reporter's heartbeat while a long phase runs (see ``Reporter.tick``)."""
+
+    def __init__(self, reporter: Reporter, tick_s: float = KEEPALIVE_TICK_S):
+        super().__init__(name="heartbeat-keepalive", daemon=True)
+        self.reporter, self.tick_s = reporter, tick_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.tick_s):
+            self.reporter.tick()

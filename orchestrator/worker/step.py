@@ -8,14 +8,12 @@ divided by k, so the update equals one step on the k-times larger batch.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-
-from orchestrator.worker.health import sentinel_parameter
+import torch.distributed as dist
 
 
 @dataclass
@@ -26,8 +24,14 @@ class StepResult:
     samples: int
     metric_sums: Dict[str, torch.Tensor]  # a custom step's metrics, times their batch's count
     grad_norm: Optional[torch.Tensor]  # total norm before clipping, when asked for
-    finite: bool                      # False: gradients were not finite and the update was skipped
+    # False: a non-finite step (gradients, or with fp16 the loss) whose update was skipped. A bool, or a
+    # device tensor when a fused optimizer skipped on the device (read through ``finite``: a host sync).
+    applied: Any
     times: Dict[str, float]
+
+    @property
+    def finite(self) -> bool:
+        return bool(self.applied)
 
 
 class Totals:
@@ -86,7 +90,6 @@ class Stepper:
         # The wrapped model: evaluation switches it (not the DDP wrapper) to eval mode.
         self.module = getattr(model, "module", model)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.sentinel = sentinel_parameter(model)
         self.cuda_phases = CudaPhases() if device.type == "cuda" else None
         # False for a constant schedule without warm-up (set by build); the LR then never changes.
         self.schedule_varies = True
@@ -123,7 +126,7 @@ class Stepper:
         t1 = time.perf_counter()
         if self.cuda_phases is not None:
             self.cuda_phases.mark(1)
-        grad_norm, finite = self.update(want_grad_norm)
+        grad_norm, finite = self.update(want_grad_norm, total.loss_sum)
         t2 = time.perf_counter()
         compute, optimizer = t1 - t0, t2 - t1
         if self.cuda_phases is not None:
@@ -134,33 +137,29 @@ class Stepper:
                           {"data_s": data_seconds, "compute_s": compute, "optimizer_s": optimizer,
                            "step_s": data_seconds + t2 - t0})
 
-    def update(self, want_grad_norm: bool) -> Tuple[Optional[torch.Tensor], bool]:
+    def update(self, want_grad_norm: bool, loss_sum: torch.Tensor) -> Tuple[Optional[torch.Tensor], Any]:
         """Clip and apply the update, unless the gradients are not finite (then nothing changes).
 
-        Returns (total gradient norm before clipping, if computed; whether the update was applied).
+        Returns (total gradient norm before clipping, if computed; whether the update was applied: a bool,
+        or a device tensor when the skip was decided on the device).
         """
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip and measure true gradients
+        grads = [p.grad for p in self.params if p.grad is not None]
         grad_norm = None
         if want_grad_norm or self.clip_grad_norm:
-            grads = [p.grad for p in self.params if p.grad is not None]
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        # With a loss scaler, inf/NaN gradients are its routine overflow: scaler.step skips the update
-        # and lowers the scale. A truly non-finite loss then shows in the reduced metrics instead.
-        finite = True if self.scaler is not None else self.gradients_finite(grad_norm)
-        if finite:
-            if self.clip_grad_value:
-                torch.nn.utils.clip_grad_value_(self.params, self.clip_grad_value)
-            if self.clip_grad_norm and self.clip_grad_value:
-                torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)  # norm after value clipping
-            elif self.clip_grad_norm:
-                torch.nn.utils.clip_grads_with_norm_(self.params, self.clip_grad_norm, grad_norm)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
+        found_inf = non_finite_flag(grads, grad_norm, self.device)  # before clipping, which can hide an inf
+        self.clip(grad_norm)
         if self.scaler is not None:
-            self.scaler.update()  # lowers the scale after an overflow
+            finite = self.scaler_step(found_inf, loss_sum)
+        elif self.masks_on_device():
+            device_step(self.optimizer, found_inf)
+            finite = found_inf == 0  # decided on the device: read it when the loop needs it
+        else:
+            finite = not bool(found_inf.item())  # the host sync that gates the update
+            if finite:
+                self.optimizer.step()
         # The schedule follows the step counter, applied or not.
         if self.schedule_varies:
             self.scheduler.step()
@@ -168,11 +167,59 @@ class Stepper:
             self.scheduler.last_epoch += 1  # a constant LR: keep the count, skip LambdaLR's per-step work
         return grad_norm, finite
 
-    def gradients_finite(self, grad_norm: Optional[torch.Tensor]) -> bool:
-        """Gradients are already all-reduced, so every rank gets the same answer and acts alike.
-        A host sync point (one small tensor; the full norm only when it is computed anyway)."""
-        if grad_norm is not None:
-            return bool(torch.isfinite(grad_norm).item())
-        if self.sentinel is None or self.sentinel.grad is None:
-            return True
-        return math.isfinite(self.sentinel.grad.sum().item())  # any NaN/Inf element makes the sum so
+    def clip(self, grad_norm: Optional[torch.Tensor]) -> None:
+        """Device-only work (no host sync); on a step that will be skipped it changes nothing that matters."""
+        if self.clip_grad_value:
+            torch.nn.utils.clip_grad_value_(self.params, self.clip_grad_value)
+        if self.clip_grad_norm and self.clip_grad_value:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)  # norm after value clipping
+        elif self.clip_grad_norm:
+            torch.nn.utils.clip_grads_with_norm_(self.params, self.clip_grad_norm, grad_norm)
+
+    def masks_on_device(self) -> bool:
+        """A fused optimizer skips the update on the device from ``found_inf`` (as under GradScaler), so the
+        step needs no host sync. Not its first update: fused SGD with momentum then leaves its new momentum
+        buffers uninitialised when it skips (torch 2.13), so that one is gated on the host."""
+        return bool(self.optimizer.defaults.get("fused")) and bool(self.optimizer.state)
+
+    def scaler_step(self, found_inf: torch.Tensor, loss_sum: torch.Tensor) -> bool:
+        """fp16: a non-finite gradient is usually the scaler's routine overflow (it skips the update and
+        lowers the scale); it counts as a non-finite step only when some rank's loss was non-finite, which
+        no scale fixes. Every rank sees the same (all-reduced) gradients, so all take the same branch.
+        GradScaler itself reads found_inf on the host for a non-fused optimizer, so this read adds little."""
+        skipped = bool(found_inf.item())
+        self.scaler.step(self.optimizer)  # skips on its own, identical, finding
+        self.scaler.update()              # lowers the scale after an overflow
+        return not (skipped and loss_non_finite_on_any_rank(loss_sum))
+
+
+def non_finite_flag(grads: List[torch.Tensor], grad_norm: Optional[torch.Tensor], device) -> torch.Tensor:
+    """1.0 if any element of any gradient is NaN or Inf, else 0.0; a device tensor (no host sync).
+
+    One fused reduction over all gradients (torch._foreach_norm inside get_total_norm): a NaN that
+    arises anywhere in backward is seen, not only one that reaches a chosen tensor. The max-norm
+    cannot overflow, so it is non-finite only when an element is; the 2-norm is used when it is
+    computed anyway (it can overflow only for gradients near float32's limit, which is no loss).
+    """
+    if not grads:
+        return torch.zeros((), device=device)
+    norm = grad_norm if grad_norm is not None else torch.nn.utils.get_total_norm(grads, norm_type=float("inf"))
+    return (~torch.isfinite(norm)).float()
+
+
+def device_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """Hand ``found_inf`` to a fused optimizer the way GradScaler does (its kernels skip the update and
+    undo the step count when it is nonzero)."""
+    optimizer.grad_scale, optimizer.found_inf = None, found_inf
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf
+
+
+def loss_non_finite_on_any_rank(loss_sum: torch.Tensor) -> bool:
+    """Collective when distributed: called by every rank on the same (skipped) steps."""
+    bad = (~torch.isfinite(loss_sum)).float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad.item())

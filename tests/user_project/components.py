@@ -89,3 +89,17 @@ def unlabelled_blobs(num_rows: int = 64):
     train, val = blobs(num_rows)
     del train.num_classes
     return train, val
+def slow_blobs(delay_s: float, num_rows: int = 512):
+    """Blobs after a long fetch (e.g. from a bucket): longer than a short hang timeout, yet no hang."""
+    import time
+
+    time.sleep(delay_s)
+    return blobs(num_rows)
+
+
+def stuck_blobs(num_rows: int = 512):
+    """A fetch that never returns (a dead mount): the worker is killed when its gang is released."""
+    import time
+
+    while True:
+        time.sleep(1.0)
