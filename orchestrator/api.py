@@ -1,7 +1,7 @@
 """Launching runs from Python.
 
     import orchestrator
-    result = orchestrator.run(["model=mlp", "trainer.num_workers=2"])
+    result = orchestrator.run(["model=mlp", "scaling.num_workers=2"])
     result.metrics["val/accuracy"], result.run_dir
 
 or with a config object: ``orchestrator.run(config=cfg)`` where ``cfg`` is an

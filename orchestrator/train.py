@@ -41,7 +41,7 @@ def main(dict_cfg: DictConfig) -> None:
 
 
 # Hydra's errors for a bad command line: an unknown group option (model=resnet), a wrong type
-# (trainer.num_workers=abc), bad override syntax, a missing --config-dir.
+# (scaling.num_workers=abc), bad override syntax, a missing --config-dir.
 HYDRA_CONFIG_ERRORS = (ConfigCompositionException, OverrideParseException, SearchPathException)
 
 

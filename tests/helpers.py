@@ -42,7 +42,7 @@ def compose(*overrides: str):
 
 # Small, fast runs for end-to-end tests.
 FAST = ("trainer.max_epochs=2", "trainer.log_every_n_steps=2", "checkpoint.every_epoch=true",
-        "fault_tolerance.hang_timeout_s=60")
+        "failure.hang_timeout_s=60")
 
 
 # ----------------------------------------------------------------------------- command-line runs

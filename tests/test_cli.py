@@ -29,7 +29,7 @@ def test_command_line_run_completes_and_leaves_no_process(tmp_path, own_ray_env)
 def test_command_line_failure_exits_nonzero_and_still_shuts_ray_down(tmp_path, own_ray_env):
     env = own_ray_env
     run_dir = tmp_path / "run"
-    proc = subprocess.run(train_command(run_dir, "trainer.num_workers=16", "cluster.placement_timeout_s=2"),
+    proc = subprocess.run(train_command(run_dir, "scaling.num_workers=16", "scaling.placement_timeout_s=2"),
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "cannot hold the gang" in proc.stderr and "16 workers" in proc.stderr

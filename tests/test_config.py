@@ -49,21 +49,21 @@ def test_every_config_group_option_composes(group, option):
 def test_default_config_is_the_documented_default_job():
     cfg = compose()
     assert (cfg.model.name, cfg.data.name, cfg.optimizer.name) == ("cnn", "digits", "adam")
-    assert cfg.trainer.num_workers == 2
+    assert cfg.scaling.num_workers == 2
     assert cfg.cluster.address is None
 
 
 @pytest.mark.parametrize("override,key", [
-    ("trainer.num_workers=0", "trainer.num_workers"),
+    ("scaling.num_workers=0", "scaling.num_workers"),
     ("optimizer.lr=-0.1", "optimizer.lr"),
     ("data.val_fraction=1.5", "data.val_fraction"),
     ("model.dropout=1.0", "model.dropout"),
     ("trainer.max_epochs=0", "trainer.max_epochs"),
-    ("cluster.placement_strategy=ANYWHERE", "cluster.placement_strategy"),
+    ("scaling.placement_strategy=ANYWHERE", "scaling.placement_strategy"),
     ("trainer.precision=fp8", "trainer.precision"),
-    ("trainer.min_workers=5", "trainer.min_workers"),
-    ("fault_tolerance.hang_timeout_s=0", "fault_tolerance.hang_timeout_s"),
-    ("cluster.gpus_per_worker=2", "cluster.gpus_per_worker"),  # one device per DDP process
+    ("scaling.min_workers=5", "scaling.min_workers"),
+    ("failure.hang_timeout_s=0", "failure.hang_timeout_s"),
+    ("scaling.gpus_per_worker=2", "scaling.gpus_per_worker"),  # one device per DDP process
 ])
 def test_impossible_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -75,7 +75,7 @@ def test_impossible_value_names_the_key(override, key):
     ("trainer.max_epochs=ten", "trainer.max_epochs"),    # wrong type
     ("+trainer.num_worker=2", "trainer.num_worker"),     # appended unknown key
     ("model=mlp model.hidden_sizes=[a]", "model.hidden_sizes"),
-    ("cluster.gpus_per_worker=0.5", "cluster.gpus_per_worker"),  # NCCL cannot share a GPU between ranks
+    ("scaling.gpus_per_worker=0.5", "scaling.gpus_per_worker"),  # NCCL cannot share a GPU between ranks
 ])
 def test_unknown_key_or_wrong_type_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
@@ -103,12 +103,12 @@ def ray_sessions():
 
 
 @pytest.mark.parametrize("override,key", [
-    ("trainer.num_workers=0", "trainer.num_workers"),
+    ("scaling.num_workers=0", "scaling.num_workers"),
     ("optimizer.lrr=0.1", "optimizer.lrr"),
     # Hydra's own composition errors (issue 10, item 13): an unknown group option, a wrong type, bad syntax.
     ("model=resnet", "Could not find 'model/resnet'"),
-    ("trainer.num_workers=abc", "trainer.num_workers"),
-    ("trainer.num_workers=[", "trainer.num_workers=["),
+    ("scaling.num_workers=abc", "scaling.num_workers"),
+    ("scaling.num_workers=[", "scaling.num_workers=["),
     ("--config-dir=/nonexistent/conf", "/nonexistent/conf"),
 ])
 def test_command_line_rejects_bad_config_before_starting_anything(tmp_path, override, key):
@@ -126,8 +126,8 @@ def test_a_config_object_edited_by_hand_is_checked_again():
     from orchestrator.config import validate
 
     cfg = compose()
-    cfg.trainer.num_workers = 0
-    with pytest.raises(ConfigError, match=r"trainer\.num_workers"):
+    cfg.scaling.num_workers = 0
+    with pytest.raises(ConfigError, match=r"scaling\.num_workers"):
         validate(cfg)
 
 
@@ -139,12 +139,34 @@ def run_cli(*args: str, **env: str):
 def test_hydra_errors_exit_2_in_multirun_mode_and_with_hydra_full_error(tmp_path):
     multirun = run_cli("-m", "model=resnet", f"hydra.sweep.dir={tmp_path}")
     assert multirun.returncode == 2 and "Could not find 'model/resnet'" in multirun.stderr
-    full = run_cli("trainer.num_workers=abc", f"hydra.run.dir={tmp_path}", HYDRA_FULL_ERROR="1")
+    full = run_cli("scaling.num_workers=abc", f"hydra.run.dir={tmp_path}", HYDRA_FULL_ERROR="1")
     assert full.returncode == 2 and "Traceback" in full.stderr  # the trace the user asked for
 
 
 def test_the_exit_code_mapping_keeps_hydras_help_and_cfg():
     helped = run_cli("--help")
     assert helped.returncode == 0 and "== Configuration groups ==" in helped.stdout
-    shown = run_cli("--cfg", "job", "trainer.num_workers=3")
+    shown = run_cli("--cfg", "job", "scaling.num_workers=3")
     assert shown.returncode == 0 and "num_workers: 3" in shown.stdout
+
+
+@pytest.mark.parametrize("old,new,value", [
+    ("trainer.num_workers", "scaling.num_workers", 3),
+    ("trainer.min_workers", "scaling.min_workers", 1),
+    ("trainer.max_failures", "failure.max_failures", 5),
+    ("cluster.cpus_per_worker", "scaling.cpus_per_worker", 2),
+    ("cluster.placement_strategy", "scaling.placement_strategy", "SPREAD"),
+    ("fault_tolerance.hang_timeout_s", "failure.hang_timeout_s", 7.0),
+])
+def test_the_old_scaling_and_failure_keys_still_work_for_one_release_with_a_warning(old, new, value):
+    with pytest.warns(FutureWarning, match=rf"{old} is deprecated: use {new}"):
+        cfg = compose(f"{old}={value}")
+    section, key = new.split(".")
+    assert getattr(getattr(cfg, section), key) == value
+    old_section, old_key = old.split(".")
+    assert getattr(getattr(cfg, old_section), old_key) is None  # one place holds the value
+
+
+def test_an_old_key_with_an_impossible_value_is_still_rejected():
+    with pytest.raises(ConfigError, match=r"scaling\.num_workers must be >= 1"), pytest.warns(FutureWarning):
+        compose("trainer.num_workers=0")

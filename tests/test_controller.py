@@ -29,10 +29,8 @@ S = State
 def make_config(num_workers=2, min_workers=None, max_failures=3, restart_wait_s=5.0) -> C.Config:
     return C.Config(model=C.MLPConfig(), data=C.DigitsConfig(batch_size=32), optimizer=C.SGDConfig(),
                     scheduler=C.ConstantSchedulerConfig(),
-                    trainer=C.TrainerConfig(num_workers=num_workers, min_workers=min_workers,
-                                            max_failures=max_failures),
-                    fault_tolerance=C.FaultToleranceConfig(restart_wait_s=restart_wait_s),
-                    cluster=C.ClusterConfig(placement_timeout_s=7.0))
+                    scaling=C.ScalingConfig(num_workers=num_workers, min_workers=min_workers, placement_timeout_s=7.0),
+                    failure=C.FailureConfig(max_failures=max_failures, restart_wait_s=restart_wait_s))
 
 
 def finished(kind=StopKind.MAX_EPOCHS, reason=None, on_request=False) -> Outcome:
@@ -214,7 +212,7 @@ def test_the_same_exception_twice_fails_with_its_traceback(context):
 def test_failures_beyond_the_budget_fail_the_run(context):
     ctx = context(make_config(max_failures=1))
     controller = Controller(ctx, ScriptedGangs([failed(step=4), failed(step=9)]))
-    with pytest.raises(RunFailed, match="trainer.max_failures=1"):
+    with pytest.raises(RunFailed, match="failure.max_failures=1"):
         controller.run()
     assert controller.attempt == 1 and len(controller.history) == 2
 
@@ -270,7 +268,7 @@ def test_a_replacement_gang_that_cannot_start_counts_as_a_failure(context):
     gangs = ScriptedGangs([failed(step=6)])
     gangs.fits = lambda r: not gangs.runs  # after the first attempt the cluster has no room
     controller = Controller(ctx, gangs)
-    with pytest.raises(RunFailed, match="trainer.max_failures=2"):
+    with pytest.raises(RunFailed, match="failure.max_failures=2"):
         controller.run()
     kinds = [r["kind"] for r in ctx.recorder.log.restarts]
     assert kinds == ["worker_died", "start", "start"]

@@ -33,7 +33,8 @@ def mlp_config(batch_size: int, world: int, accumulate: int = 1, steps: int = 6)
                                              val_fraction=0.0),
         optimizer=C.SGDConfig(lr=0.1, momentum=0.9),
         scheduler=C.ConstantSchedulerConfig(),
-        trainer=C.TrainerConfig(num_workers=world, max_steps=steps, max_epochs=5, log_every_n_steps=2,
+        scaling=C.ScalingConfig(num_workers=world),
+        trainer=C.TrainerConfig(max_steps=steps, max_epochs=5, log_every_n_steps=2,
                                 accumulate_grad_batches=accumulate),
         checkpoint=C.CheckpointConfig(every_epoch=False),
     )

@@ -60,7 +60,7 @@ def test_decide(failure, history, max_failures, action):
 def test_over_budget_reason_names_trainer_max_failures():
     decision = decide(died(), [died(step=s) for s in (1, 2)], 2)
     assert decision.action == Action.RAISE
-    assert "trainer.max_failures=2" in decision.reason
+    assert "failure.max_failures=2" in decision.reason
 
 
 def test_repeated_exception_reason_says_it_is_a_bug():

@@ -23,7 +23,7 @@ from tests.helpers import read_scalars
 pytestmark = pytest.mark.ray
 
 MLP_RUN = ["model=mlp", "trainer.max_epochs=100", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=10",
-           "checkpoint.every_epoch=false", "fault_tolerance.restart_wait_s=5"]
+           "checkpoint.every_epoch=false", "failure.restart_wait_s=5"]
 
 
 def worker_processes(started_after: float):
@@ -73,7 +73,7 @@ def test_a_stalled_rank_is_detected_named_and_restarted(ray_session, tmp_path):
     last_metrics_at = {}
     result = orchestrator.run(
         MLP_RUN + ["trainer.max_steps=60", "trainer.log_every_n_steps=1", "chaos.kind=stall", "chaos.rank=1",
-                   "chaos.at_step=25", f"fault_tolerance.hang_timeout_s={hang_timeout}"],
+                   "chaos.at_step=25", f"failure.hang_timeout_s={hang_timeout}"],
         run_dir=tmp_path, show_progress=False,
         on_metrics=lambda step, values: last_metrics_at.setdefault(step, time.time()))
     assert result.status == "completed" and result.summary["steps"] == 60
@@ -91,7 +91,7 @@ def test_a_repeated_exception_fails_fast_with_its_traceback(ray_session, tmp_pat
     start = time.monotonic()
     with pytest.raises(RunFailed) as err:
         orchestrator.run(MLP_RUN + ["trainer.max_steps=100", "chaos.kind=raise", "chaos.once=false",
-                                    "chaos.at_step=15", "trainer.max_failures=5"],
+                                    "chaos.at_step=15", "failure.max_failures=5"],
                          run_dir=tmp_path, show_progress=False)
     message = str(err.value)
     assert "InjectedFailure" in message
@@ -131,14 +131,14 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_s
 
 
 TINY_ON = ["model=custom", "model._target_=tests.user_project.components.TinyNet", "+model.depth=1", "data=custom",
-           "trainer.max_steps=6", "trainer.log_every_n_steps=2", "trainer.max_failures=0"]
+           "trainer.max_steps=6", "trainer.log_every_n_steps=2", "failure.max_failures=0"]
 
 
 def test_a_data_fetch_longer_than_the_hang_timeout_is_not_a_hang(ray_session, tmp_path):
     # Before phase keepalives, every phase without step progress (data, model, restore, first step,
     # checkpoint) longer than hang_timeout_s was reported as a hang.
     result = orchestrator.run(TINY_ON + ["data._target_=tests.user_project.components.slow_blobs",
-                                         "+data.delay_s=7", "fault_tolerance.hang_timeout_s=3"],
+                                         "+data.delay_s=7", "failure.hang_timeout_s=3"],
                               run_dir=tmp_path, show_progress=False)
     assert result.status == "completed" and result.summary["steps"] == 6
     assert result.summary["restarts"] == []
@@ -148,11 +148,11 @@ def test_a_phase_stuck_past_its_own_bound_is_a_hang_that_names_the_phase(ray_ses
     start = time.monotonic()
     with pytest.raises(RunFailed) as err:
         orchestrator.run(TINY_ON + ["data._target_=tests.user_project.components.stuck_blobs",
-                                    "fault_tolerance.hang_timeout_s=2", "fault_tolerance.phase_timeout_s=3"],
+                                    "failure.hang_timeout_s=2", "failure.phase_timeout_s=3"],
                          run_dir=tmp_path, show_progress=False)
     (restart,) = err.value.summary["restarts"]
     assert restart["kind"] == "hang"
-    assert "in phase 'build'" in restart["message"] and "fault_tolerance.phase_timeout_s" in restart["message"]
+    assert "in phase 'build'" in restart["message"] and "failure.phase_timeout_s" in restart["message"]
     report = next(e["message"] for e in err.value.summary["events"] if e["event"] == "failure")
     assert "stuck_blobs" in report, "the stack shows where the phase is stuck"
     assert time.monotonic() - start < 90

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.ray,
 
 def gpu_run(*overrides):
     workers = min(2, torch.cuda.device_count())
-    return ["model=cnn", "cluster.gpus_per_worker=1", f"trainer.num_workers={workers}", "trainer.max_epochs=3",
+    return ["model=cnn", "scaling.gpus_per_worker=1", f"scaling.num_workers={workers}", "trainer.max_epochs=3",
             *overrides]
 
 

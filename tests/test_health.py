@@ -49,7 +49,8 @@ def scaled_run(max_skips: int, steps: int = 30) -> C.Config:
         data=C.SyntheticClassificationConfig(num_samples=256, num_features=8, num_classes=3, batch_size=16,
                                              val_fraction=0.0),
         optimizer=C.AdamConfig(lr=0.01), scheduler=C.ConstantSchedulerConfig(),
-        trainer=C.TrainerConfig(num_workers=1, max_steps=steps, max_epochs=50, log_every_n_steps=5),
+        scaling=C.ScalingConfig(num_workers=1),
+        trainer=C.TrainerConfig(max_steps=steps, max_epochs=50, log_every_n_steps=5),
         checkpoint=C.CheckpointConfig(every_epoch=False),
         health=C.HealthConfig(nan_policy="skip", max_consecutive_skips=max_skips, layer_stats_every_n_steps=0))
 

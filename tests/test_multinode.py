@@ -30,7 +30,7 @@ def two_node_cluster():
 
 def test_strict_spread_gang_runs_one_worker_per_node(two_node_cluster, tmp_path):
     result = orchestrator.run(
-        [f"cluster.address={two_node_cluster.address}", "cluster.placement_strategy=STRICT_SPREAD",
+        [f"cluster.address={two_node_cluster.address}", "scaling.placement_strategy=STRICT_SPREAD",
          "model=mlp", "trainer.max_epochs=2", "trainer.log_every_n_steps=5"],
         run_dir=tmp_path, show_progress=False)
     assert result.status == "completed"
@@ -92,10 +92,10 @@ def test_losing_a_node_shrinks_the_gang_and_the_run_completes(two_node_cluster, 
             removed["step"] = step
 
     result = orchestrator.run(
-        [f"cluster.address={two_node_cluster.address}", "cluster.placement_strategy=STRICT_SPREAD",
+        [f"cluster.address={two_node_cluster.address}", "scaling.placement_strategy=STRICT_SPREAD",
          "model=mlp", "trainer.max_steps=800", "trainer.max_epochs=1000", "trainer.log_every_n_steps=5",
-         "checkpoint.every_n_steps=10", "checkpoint.every_epoch=false", "trainer.min_workers=1",
-         "fault_tolerance.restart_wait_s=3", "cluster.placement_timeout_s=5"],
+         "checkpoint.every_n_steps=10", "checkpoint.every_epoch=false", "scaling.min_workers=1",
+         "failure.restart_wait_s=3", "scaling.placement_timeout_s=5"],
         run_dir=tmp_path, show_progress=False, on_metrics=remove_a_node)
     assert removed, "the node was never removed"
     assert result.status == "completed" and result.summary["steps"] == 800

@@ -11,9 +11,9 @@ from orchestrator.policy.plan import AttemptPlan, elastic_sizes, plan_attempt
 def make_config(num_workers=4, accumulate=1, min_workers=None, elastic_batch="keep_global_batch") -> C.Config:
     return C.Config(model=C.MLPConfig(), data=C.DigitsConfig(batch_size=32), optimizer=C.SGDConfig(),
                     scheduler=C.ConstantSchedulerConfig(),
-                    trainer=C.TrainerConfig(num_workers=num_workers, accumulate_grad_batches=accumulate,
-                                            min_workers=min_workers),
-                    fault_tolerance=C.FaultToleranceConfig(elastic_batch=elastic_batch))
+                    trainer=C.TrainerConfig(accumulate_grad_batches=accumulate),
+                    scaling=C.ScalingConfig(num_workers=num_workers, min_workers=min_workers),
+                    failure=C.FailureConfig(elastic_batch=elastic_batch))
 
 
 @pytest.mark.parametrize("elastic_batch", ["keep_global_batch", "scale_lr"])

@@ -18,8 +18,8 @@ from tests.loopback_watch import LoopbackWatch
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
-TINY = ("model=mlp", "trainer.max_epochs=1", "trainer.num_workers=2", "cluster.placement_strategy=STRICT_SPREAD",
-        "cluster.placement_timeout_s=60", "fault_tolerance.hang_timeout_s=60",
+TINY = ("model=mlp", "trainer.max_epochs=1", "scaling.num_workers=2", "scaling.placement_strategy=STRICT_SPREAD",
+        "scaling.placement_timeout_s=60", "failure.hang_timeout_s=60",
         "cluster.gloo_socket_ifname=lo")  # gloo on loopback (lo has 127.0.0.1, not the node IP 127.0.0.2)
 SUBMIT_TRIES = 3  # "No available agent to submit job": the head's dashboard agent is still starting
 

@@ -97,8 +97,8 @@ def test_a_gang_the_cluster_cannot_hold_fails_within_the_bound(ray_session, tmp_
     bound = 3.0
     start = time.monotonic()
     with pytest.raises(PlacementTimeout) as err:
-        orchestrator.run(["trainer.num_workers=3", "cluster.cpus_per_worker=2",
-                          f"cluster.placement_timeout_s={bound}"], run_dir=tmp_path, show_progress=False)
+        orchestrator.run(["scaling.num_workers=3", "scaling.cpus_per_worker=2",
+                          f"scaling.placement_timeout_s={bound}"], run_dir=tmp_path, show_progress=False)
     elapsed = time.monotonic() - start
     assert elapsed < bound + 15
     message = str(err.value)

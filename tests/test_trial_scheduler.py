@@ -110,7 +110,7 @@ def test_job_outcomes(tmp_path: Path):
 
 def job(number, overrides, num_workers=2):
     cfg = C.Config(model=C.MLPConfig(), data=C.DigitsConfig(), optimizer=C.SGDConfig(),
-                   scheduler=C.ConstantSchedulerConfig(), trainer=C.TrainerConfig(num_workers=num_workers))
+                   scheduler=C.ConstantSchedulerConfig(), scaling=C.ScalingConfig(num_workers=num_workers))
     return PreparedJob(number=number, overrides=overrides, run_dir=Path(f"/s/{number}"), cfg=cfg)
 
 
@@ -125,7 +125,7 @@ def test_varying_keys(jobs, expected):
 
 def test_largest_gang_counts_room_for_the_biggest_job():
     jobs = [job(0, [], num_workers=2), job(1, [], num_workers=3), job(2, [], num_workers=1)]
-    assert largest_gang(jobs).trainer.num_workers == 3
+    assert largest_gang(jobs).scaling.num_workers == 3
 
 
 def test_threads_run_at_most_their_slots_and_report_errors():

@@ -97,14 +97,14 @@ def test_a_torchmetrics_metric_is_synchronised_across_ranks_and_can_be_monitored
 def test_a_dataset_factory_that_raises_fails_the_run_with_its_message(ray_session, tmp_path):
     with pytest.raises(orchestrator.RunFailed, match="the bucket is not reachable"):
         orchestrator.run([*TINY, "data=custom", "data._target_=tests.user_project.components.broken_dataset",
-                          "trainer.max_failures=1"], run_dir=tmp_path, show_progress=False)
+                          "failure.max_failures=1"], run_dir=tmp_path, show_progress=False)
 
 
 @pytestmark_ray
 def test_a_step_function_that_returns_no_loss_fails_the_run_saying_so(ray_session, tmp_path):
     with pytest.raises(orchestrator.RunFailed, match="must return the loss"):
         orchestrator.run([*TINY, *BLOBS, "step._target_=tests.user_project.components.no_loss_step",
-                          "trainer.max_failures=1"], run_dir=tmp_path, show_progress=False)
+                          "failure.max_failures=1"], run_dir=tmp_path, show_progress=False)
 
 
 @pytestmark_ray
@@ -127,4 +127,4 @@ def test_a_model_that_needs_the_class_count_from_data_that_does_not_say_fails_na
                                                                                                  tmp_path):
     with pytest.raises(Exception, match=r"takes num_outputs, but the data does not tell how many classes"):
         orchestrator.run([*TINY, "data=custom", "data._target_=tests.user_project.components.unlabelled_blobs",
-                          "trainer.max_failures=1"], run_dir=tmp_path, show_progress=False)
+                          "failure.max_failures=1"], run_dir=tmp_path, show_progress=False)

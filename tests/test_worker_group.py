@@ -39,5 +39,5 @@ def test_uuid_gpu_ids_are_kept_as_text():
 
 
 def test_one_bundle_per_worker_asks_for_its_cpus_and_gpu():
-    assert bundle_for(C.ClusterConfig(cpus_per_worker=4, gpus_per_worker=1)) == {"CPU": 4.0, "GPU": 1.0}
-    assert bundle_for(C.ClusterConfig(cpus_per_worker=1)) == {"CPU": 1.0}
+    assert bundle_for(C.ScalingConfig(cpus_per_worker=4, gpus_per_worker=1)) == {"CPU": 4.0, "GPU": 1.0}
+    assert bundle_for(C.ScalingConfig(cpus_per_worker=1)) == {"CPU": 1.0}

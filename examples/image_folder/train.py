@@ -15,6 +15,6 @@ def make_data(seed: int):
 
 
 if __name__ == "__main__":
-    result = orchestrator.run(["trainer.num_workers=2", "trainer.max_epochs=3", "data.batch_size=32", "optimizer.lr=0.01",
+    result = orchestrator.run(["scaling.num_workers=2", "trainer.max_epochs=3", "data.batch_size=32", "optimizer.lr=0.01",
                                *sys.argv[1:]], model=SmallConvNet, data=make_data)
     print(result.status, round(result.metrics["val/accuracy"], 3), result.run_dir)

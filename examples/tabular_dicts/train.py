@@ -11,6 +11,6 @@ from house_prices.model import PriceModel
 from house_prices.steps import price_step
 
 if __name__ == "__main__":
-    result = orchestrator.run(["trainer.num_workers=2", "trainer.max_epochs=3", "optimizer.lr=0.01",
+    result = orchestrator.run(["scaling.num_workers=2", "trainer.max_epochs=3", "optimizer.lr=0.01",
                                *sys.argv[1:]], model=PriceModel, data=house_splits, step=price_step)
     print(result.status, round(result.metrics["val/mae"], 3), result.run_dir)

@@ -13,8 +13,8 @@ from orchestrator.components.schedulers import (ConstantSchedulerConfig, CosineS
 from orchestrator.data.builtin import (DataConfig, DigitsConfig, MNISTConfig,  # noqa: F401
                                        SyntheticClassificationConfig, SyntheticRegressionConfig, TextConfig)
 from orchestrator.config.run import (ChaosConfig, CheckpointConfig, ClusterConfig, EarlyStoppingConfig,  # noqa: F401
-                                     FaultToleranceConfig, HealthConfig, OverfittingConfig, StoppingConfig,
-                                     TrainerConfig)
+                                     HealthConfig, OverfittingConfig, StoppingConfig, TrainerConfig)
+from orchestrator.config.scaling import FailureConfig, FaultToleranceConfig, ScalingConfig  # noqa: F401
 from orchestrator.config.search import ParamConfig, SearchConfig, check_param  # noqa: F401
 from orchestrator.config.root import (Config, batch_size, check_combination, global_batch_size,  # noqa: F401
                                       loss_kind, task_of, validate)

@@ -8,8 +8,9 @@ from typing import Any, Dict, Optional
 
 from orchestrator.components import losses
 from orchestrator.config.errors import MISSING, ConfigError, require
-from orchestrator.config.run import (ChaosConfig, CheckpointConfig, ClusterConfig, FaultToleranceConfig,
-                                     HealthConfig, StoppingConfig, TrainerConfig)
+from orchestrator.config.run import (ChaosConfig, CheckpointConfig, ClusterConfig, HealthConfig, StoppingConfig,
+                                     TrainerConfig)
+from orchestrator.config.scaling import FailureConfig, FaultToleranceConfig, ScalingConfig, move_deprecated_keys
 from orchestrator.config.search import SearchConfig
 from orchestrator.data import builtin
 
@@ -36,7 +37,9 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     stopping: StoppingConfig = field(default_factory=StoppingConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
-    fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+    fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)  # deprecated: failure
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     chaos: ChaosConfig = field(default_factory=ChaosConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -48,6 +51,7 @@ class Config:
             self.loss = losses.AutoLossConfig()
         if self.step is None:
             self.step = {"_target_": DEFAULT_STEP}
+        move_deprecated_keys(self)
         if self.name is None:
             self.name = f"{component_name(self.model)}-{component_name(self.data)}"
         if self.model is not MISSING and self.data is not MISSING:
@@ -127,24 +131,24 @@ def check_combination(cfg: Config) -> None:
 
 def check_devices(cfg: Config) -> None:
     if cfg.chaos.kind != "none":
-        require(cfg.chaos.rank < cfg.trainer.num_workers, "chaos.rank",
-                f"must be < trainer.num_workers={cfg.trainer.num_workers}", cfg.chaos.rank)
+        require(cfg.chaos.rank < cfg.scaling.num_workers, "chaos.rank",
+                f"must be < scaling.num_workers={cfg.scaling.num_workers}", cfg.chaos.rank)
     if cfg.trainer.precision == "fp16":
-        require(cfg.cluster.gpus_per_worker > 0, "trainer.precision",
-                "fp16 needs a GPU (cluster.gpus_per_worker > 0); use bf16 on CPU", cfg.trainer.precision)
+        require(cfg.scaling.gpus_per_worker > 0, "trainer.precision",
+                "fp16 needs a GPU (scaling.gpus_per_worker > 0); use bf16 on CPU", cfg.trainer.precision)
     if cfg.trainer.device == "cuda":
-        require(cfg.cluster.gpus_per_worker > 0, "cluster.gpus_per_worker",
-                "must be > 0 when trainer.device=cuda", cfg.cluster.gpus_per_worker)
+        require(cfg.scaling.gpus_per_worker > 0, "scaling.gpus_per_worker",
+                "must be > 0 when trainer.device=cuda", cfg.scaling.gpus_per_worker)
     from orchestrator.components.models import setting
 
     if setting(cfg.model, "sync_batchnorm", False):
         # torch.nn.SyncBatchNorm raises on CPU tensors once a process group exists (torch 2.13).
-        require(cfg.cluster.gpus_per_worker > 0 and cfg.trainer.device != "cpu", "model.sync_batchnorm",
+        require(cfg.scaling.gpus_per_worker > 0 and cfg.trainer.device != "cpu", "model.sync_batchnorm",
                 "needs GPU workers (torch's SyncBatchNorm supports no CPU/gloo); on CPU leave it false", True)
 
 
 def global_batch_size(cfg: Config, num_workers: Optional[int] = None) -> int:
-    workers = cfg.trainer.num_workers if num_workers is None else num_workers
+    workers = cfg.scaling.num_workers if num_workers is None else num_workers
     return batch_size(cfg) * workers * cfg.trainer.accumulate_grad_batches
 
 

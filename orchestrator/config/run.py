@@ -25,7 +25,6 @@ PRECISIONS = {"fp32", "bf16", "fp16"}
 
 @dataclass
 class TrainerConfig:
-    num_workers: int = 2
     max_epochs: int = 10
     # Stop after this many optimizer steps even if epochs remain (null: epochs decide).
     max_steps: Optional[int] = None
@@ -44,14 +43,12 @@ class TrainerConfig:
     # null: start fresh; "auto": continue from this run dir's newest good checkpoint (fresh if none);
     # or a run dir / checkpoint file to continue from.
     resume: Optional[str] = None
-    # Restarts allowed (worker death, lost node, hang) before the run fails.
-    max_failures: int = 3
-    # Elastic training: continue with as few as min_workers when the cluster shrank
-    # (null: always wait for num_workers).
+    # Deprecated (one release): scaling.num_workers, scaling.min_workers, failure.max_failures.
+    num_workers: Optional[int] = None
     min_workers: Optional[int] = None
+    max_failures: Optional[int] = None
 
     def __post_init__(self):
-        require(self.num_workers >= 1, "trainer.num_workers", "must be >= 1", self.num_workers)
         require(self.max_epochs >= 1, "trainer.max_epochs", "must be >= 1", self.max_epochs)
         require(self.max_steps is None or self.max_steps >= 1, "trainer.max_steps",
                 "must be >= 1 or null", self.max_steps)
@@ -69,9 +66,6 @@ class TrainerConfig:
         require_choice("trainer.precision", self.precision, PRECISIONS)
         require(self.resume is None or self.resume.strip() != "", "trainer.resume",
                 "must be null, 'auto' or a path", self.resume)
-        require(self.max_failures >= 0, "trainer.max_failures", "must be >= 0", self.max_failures)
-        require(self.min_workers is None or 1 <= self.min_workers <= self.num_workers, "trainer.min_workers",
-                f"must be null or in [1, trainer.num_workers={self.num_workers}]", self.min_workers)
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -159,49 +153,18 @@ class CheckpointConfig:
         require_choice("checkpoint.mode", self.mode, {"min", "max"})
 
 
-# ----------------------------------------------------------------------------- fault tolerance
-@dataclass
-class FaultToleranceConfig:
-    # No step progress on any rank for this long counts as a hang (much shorter than
-    # collective_timeout_s, which is torch.distributed's own last resort).
-    hang_timeout_s: float = 120.0
-    # A long phase without per-step progress (data and model build, checkpoint restore, first step,
-    # checkpoint write) may take this long before it counts as a hang (its heartbeat is kept alive).
-    phase_timeout_s: float = 1800.0
-    collective_timeout_s: float = 600.0
-    # With fewer workers (trainer.min_workers), keep the global batch by accumulating more
-    # micro-batches, or keep the per-step batch and scale the LR linearly.
-    elastic_batch: str = "keep_global_batch"
-    # After a failure, wait this long for the full gang's capacity before shrinking or failing.
-    restart_wait_s: float = 30.0
-    # On Ctrl-C/SIGTERM, how long the workers get to stop at a step boundary and checkpoint.
-    graceful_stop_s: float = 60.0
-
-    def __post_init__(self):
-        require(self.hang_timeout_s > 0, "fault_tolerance.hang_timeout_s", "must be > 0", self.hang_timeout_s)
-        require(self.phase_timeout_s > 0, "fault_tolerance.phase_timeout_s", "must be > 0", self.phase_timeout_s)
-        require(self.collective_timeout_s > 0, "fault_tolerance.collective_timeout_s", "must be > 0",
-                self.collective_timeout_s)
-        require_choice("fault_tolerance.elastic_batch", self.elastic_batch, {"keep_global_batch", "scale_lr"})
-        require(self.restart_wait_s >= 0, "fault_tolerance.restart_wait_s", "must be >= 0", self.restart_wait_s)
-        require(self.graceful_stop_s > 0, "fault_tolerance.graceful_stop_s", "must be > 0", self.graceful_stop_s)
-
-
 # ----------------------------------------------------------------------------- cluster
-STRATEGIES = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}
-
-
 @dataclass
 class ClusterConfig:
     # null: start an embedded local Ray for this run; "auto" or "host:port": join that cluster.
     address: Optional[str] = None
     # Local Ray only: logical CPUs to offer (null: the machine's count).
     num_cpus: Optional[int] = None
-    cpus_per_worker: int = 1
-    gpus_per_worker: int = 0
-    placement_strategy: str = "PACK"
-    # Fail if the cluster cannot hold the gang within this many seconds.
-    placement_timeout_s: float = 30.0
+    # Deprecated (one release): scaling.cpus_per_worker, .gpus_per_worker, .placement_strategy, .placement_timeout_s.
+    cpus_per_worker: Optional[int] = None
+    gpus_per_worker: Optional[int] = None
+    placement_strategy: Optional[str] = None
+    placement_timeout_s: Optional[float] = None
     include_dashboard: bool = False
     # Ship this project's code to the cluster's nodes (runtime_env py_modules) when joining a cluster.
     ship_code: bool = True
@@ -219,13 +182,6 @@ class ClusterConfig:
                 "must be null, 'auto' or host:port", self.address)
         require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", "must be >= 1 or null",
                 self.num_cpus)
-        require(self.cpus_per_worker >= 1, "cluster.cpus_per_worker", "must be >= 1", self.cpus_per_worker)
-        # DDP runs one process per device: a worker has no GPU or exactly one (NCCL refuses two ranks on
-        # one GPU, and a second GPU in a worker would sit idle).
-        require(self.gpus_per_worker in (0, 1), "cluster.gpus_per_worker", "must be 0 or 1", self.gpus_per_worker)
-        require_choice("cluster.placement_strategy", self.placement_strategy, STRATEGIES)
-        require(self.placement_timeout_s > 0, "cluster.placement_timeout_s", "must be > 0",
-                self.placement_timeout_s)
         require(self.gloo_socket_ifname is None or self.gloo_socket_ifname.strip() != "",
                 "cluster.gloo_socket_ifname", "must be null or an interface name", self.gloo_socket_ifname)
         require(self.working_dir is None or os.path.isdir(self.working_dir), "cluster.working_dir",

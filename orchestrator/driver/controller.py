@@ -33,7 +33,7 @@ from orchestrator.driver.recorder import Recorder
 from orchestrator.driver.supervisor import StopSignal
 from orchestrator.driver.worker_group import PlacementTimeout, RendezvousTimeout, WorkerStartTimeout
 
-# Starting a replacement gang can fail like this; it counts as a failure (trainer.max_failures).
+# Starting a replacement gang can fail like this; it counts as a failure (failure.max_failures).
 RESTART_ERRORS = (PlacementTimeout, WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError)
 
 Resume = Tuple[Manifest, bytes]  # a checkpoint to start from: its manifest and its bytes
@@ -97,7 +97,7 @@ class Controller:
     def __init__(self, run: RunContext, gangs: Gangs, failure_policy: Optional[FailurePolicy] = None,
                  scaling_policy: Optional[ScalingPolicy] = None):
         self.ctx, self.gangs = run, gangs
-        self.failure_policy = failure_policy or MaxFailuresPolicy(run.cfg.trainer.max_failures)
+        self.failure_policy = failure_policy or MaxFailuresPolicy(run.cfg.failure.max_failures)
         self.scaling_policy = scaling_policy or ElasticPolicy.from_config(run.cfg)
         self.state = State.STARTING
         self.path: List[State] = [self.state]        # every state taken, in order

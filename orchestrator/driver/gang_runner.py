@@ -42,17 +42,16 @@ class GangRunner:
 
     def start(self, request: GangRequest) -> WorkerGroup:
         cfg = self.cfg
-        if request.placement_timeout_s != cfg.cluster.placement_timeout_s:
-            cluster = dataclasses.replace(cfg.cluster, placement_timeout_s=request.placement_timeout_s)
-            cfg = dataclasses.replace(cfg, cluster=cluster)
-        return WorkerGroup.start(cfg, request.world_size, self.cfg.fault_tolerance.collective_timeout_s)
+        scaling = dataclasses.replace(cfg.scaling, placement_timeout_s=request.placement_timeout_s)
+        return WorkerGroup.start(scaling, cfg.cluster, request.world_size, cfg.failure.collective_timeout_s,
+                                 use_gpus=cfg.trainer.device != "cpu")
 
     def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[bytes]) -> Outcome:
         """One attempt: train on this gang until it finishes, fails or is stopped; always release it."""
         try:
             self.record_gang(group, plan.attempt)
             view = self.recorder.view
-            supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.fault_tolerance,
+            supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.failure,
                                     warn=lambda m: view.message(m, style="yellow"))
             args = AttemptArgs(self.cfg, self.shared_data, plan, ray.put(resume) if resume is not None else None,
                                self.config_yaml, self.sink)

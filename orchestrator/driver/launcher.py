@@ -101,7 +101,7 @@ def open_run_dir(cfg: C.Config, run_dir: Path) -> RunSetup:
     data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
     report = data.check() or CheckReport()  # a missing or corrupt data file fails here, before Ray starts
     early_warnings.extend(("data", message) for message in report.warnings)
-    problem = batch_size_problem(report.sizes.get("train"), cfg.trainer.num_workers, C.batch_size(cfg),
+    problem = batch_size_problem(report.sizes.get("train"), cfg.scaling.num_workers, C.batch_size(cfg),
                                  cfg.trainer.accumulate_grad_batches)
     if problem:  # known here for the built-in data; a user's dataset is checked on the workers
         raise C.ConfigError(problem)
@@ -242,7 +242,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
         "steps": int(max(log.last_step.values(), default=0)) if log else 0,
         "epochs": int(last.get("train/epoch", 0)),
         "wall_time_s": time.time() - started,
-        "world_size": log.info.get("world_size", cfg.trainer.num_workers) if log else cfg.trainer.num_workers,
+        "world_size": log.info.get("world_size", cfg.scaling.num_workers) if log else cfg.scaling.num_workers,
         "workers": log.info.get("workers", []) if log else [],
         "timing": timing,
         "restarts": log.restarts if log else [],

@@ -52,7 +52,7 @@ class Supervisor:
     sink: Any  # the run's RunSink actor: records from rank 0, in order
     on_records: Callable[[List[Record]], None]
     stop: StopSignal
-    limits: C.FaultToleranceConfig  # hang_timeout_s, phase_timeout_s, graceful_stop_s
+    limits: C.FailureConfig  # hang_timeout_s, phase_timeout_s, graceful_stop_s
     warn: Callable[[str], None] = print
     heartbeats: Dict[int, Heartbeat] = field(default_factory=dict, init=False)
 
@@ -92,7 +92,7 @@ class Supervisor:
                 stop_forwarded_at = now
             if stop_forwarded_at is not None and now - stop_forwarded_at > self.limits.graceful_stop_s:
                 self.warn(f"workers did not stop within {self.limits.graceful_stop_s:g}s "
-                          "(fault_tolerance.graceful_stop_s); stopping them now")
+                          "(failure.graceful_stop_s); stopping them now")
                 return Outcome(AttemptStatus.INTERRUPTED, last_step=self.last_step())
             if watchdog.hung(now):
                 return Outcome(AttemptStatus.FAILED, failure=self.hang_failure(watchdog, now),
@@ -160,7 +160,7 @@ class Supervisor:
                          f"{self.phase_text(rank, now)}\n"
                          f"{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
         # The first line (the failure's signature and summary) names the phase the likeliest culprit is in.
-        message = (f"no progress on any rank for {self.limits.hang_timeout_s:g}s (fault_tolerance.hang_timeout_s); "
+        message = (f"no progress on any rank for {self.limits.hang_timeout_s:g}s (failure.hang_timeout_s); "
                    f"rank {ranks[0]} {self.phase_text(ranks[0], now)}")
         return Failure(Kind.HANG, None, self.last_step(), message=message, traceback="\n".join(lines),
                        detected_at=now)
@@ -172,7 +172,7 @@ class Supervisor:
         text = f"last in phase '{hb.phase}' at step {hb.step}"
         if hb.phase not in UNIT_PHASES:  # a long phase: how long it has run, against its own bound
             bound = self.limits.phase_timeout_s
-            over = " (over fault_tolerance.phase_timeout_s)" if now - hb.phase_started >= bound else ""
+            over = " (over failure.phase_timeout_s)" if now - hb.phase_started >= bound else ""
             text += f" for {now - hb.phase_started:.0f}s{over}"
         return text
 

@@ -40,7 +40,7 @@ RENDEZVOUS_TIMEOUT_S = 120.0
 WORKER_CONCURRENCY = 4
 
 
-def bundle_for(cfg: C.ClusterConfig) -> Dict[str, float]:
+def bundle_for(cfg: C.ScalingConfig) -> Dict[str, float]:
     bundle = {"CPU": float(cfg.cpus_per_worker)}
     if cfg.gpus_per_worker:
         bundle["GPU"] = float(cfg.gpus_per_worker)
@@ -95,17 +95,19 @@ class WorkerGroup:
         return len(self.actors)
 
     @classmethod
-    def start(cls, cfg: C.Config, size: int, collective_timeout_s: float) -> "WorkerGroup":
+    def start(cls, scaling: C.ScalingConfig, cluster: C.ClusterConfig, size: int, collective_timeout_s: float,
+              use_gpus: bool = True) -> "WorkerGroup":
+        """Only the scaling and cluster sections: how many workers, what each needs, where the network is."""
         timings: Dict[str, float] = {}
-        pg = reserve(cfg.cluster, size, timings)
+        pg = reserve(scaling, size, timings)
         actors: List[Any] = []
         try:
-            actors = create_actors(cfg.cluster, pg, size)
+            actors = create_actors(scaling, pg, size)
             infos = wait_for_actors(actors, timings)
             order = rank_order(infos)
             actors, infos = [actors[i] for i in order], [infos[i] for i in order]
-            rendezvous(actors, infos, collective_timeout_s, timings, use_gpus=cfg.trainer.device != "cpu",
-                       gloo_ifname=cfg.cluster.gloo_socket_ifname)
+            rendezvous(actors, infos, collective_timeout_s, timings, use_gpus=use_gpus,
+                       gloo_ifname=cluster.gloo_socket_ifname)
         except BaseException:
             release(actors, pg)  # teardown in one place, also after a failed start
             raise
@@ -119,32 +121,32 @@ class WorkerGroup:
         release(self.actors, self.pg)
 
 
-def reserve(cluster: C.ClusterConfig, size: int, timings: Dict[str, float]):
+def reserve(scaling: C.ScalingConfig, size: int, timings: Dict[str, float]):
     t0 = time.perf_counter()
-    bundle = bundle_for(cluster)
-    pg = placement_group([dict(bundle) for _ in range(size)], strategy=cluster.placement_strategy)
-    ready, _ = ray.wait([pg.ready()], timeout=cluster.placement_timeout_s)
+    bundle = bundle_for(scaling)
+    pg = placement_group([dict(bundle) for _ in range(size)], strategy=scaling.placement_strategy)
+    ready, _ = ray.wait([pg.ready()], timeout=scaling.placement_timeout_s)
     if not ready:
         remove_placement_group(pg)
         raise PlacementTimeout(
             f"the cluster cannot hold the gang: asked for {size} workers x {bundle} "
-            f"(strategy {cluster.placement_strategy}), waited {cluster.placement_timeout_s:g}s "
-            f"(cluster.placement_timeout_s).\nThe cluster has:\n{describe_cluster()}")
+            f"(strategy {scaling.placement_strategy}), waited {scaling.placement_timeout_s:g}s "
+            f"(scaling.placement_timeout_s).\nThe cluster has:\n{describe_cluster()}")
     timings["placement_s"] = time.perf_counter() - t0
     return pg
 
 
-def create_actors(cluster: C.ClusterConfig, pg, size: int) -> List[Any]:
+def create_actors(scaling: C.ScalingConfig, pg, size: int) -> List[Any]:
     from orchestrator.worker.actor import Worker  # imports torch; the driver loads it while Ray starts
 
     remote_worker = ray.remote(Worker)
     return [
         remote_worker.options(
-            num_cpus=cluster.cpus_per_worker,
-            num_gpus=cluster.gpus_per_worker,
+            num_cpus=scaling.cpus_per_worker,
+            num_gpus=scaling.gpus_per_worker,
             max_concurrency=WORKER_CONCURRENCY,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
-        ).remote(i, cluster.cpus_per_worker)
+        ).remote(i, scaling.cpus_per_worker)
         for i in range(size)
     ]
 

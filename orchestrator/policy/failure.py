@@ -1,7 +1,7 @@
 """What to do after a failure: a small pure policy, carried out by the controller.
 
 Kept free of Ray and torch so it can be tested as a decision table. The controller
-takes any ``FailurePolicy``; ``MaxFailuresPolicy`` (trainer.max_failures) is the default.
+takes any ``FailurePolicy``; ``MaxFailuresPolicy`` (failure.max_failures) is the default.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Optional, Protocol, Sequence
 class Kind(str, Enum):
     WORKER_DIED = "worker_died"   # process killed, OOM, or its node lost
     EXCEPTION = "exception"       # a Python exception in the worker (maybe the user's code)
-    HANG = "hang"                 # no progress for fault_tolerance.hang_timeout_s
+    HANG = "hang"                 # no progress for failure.hang_timeout_s
     START = "start"               # a replacement gang could not be started (no capacity, start-up error)
 
 
@@ -83,7 +83,7 @@ def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> D
         return Decision(Action.RAISE, f"the same exception came back at the same step ({failure.error_type} at "
                                       f"step {failure.step}): a bug, not a fault; not restarting again")
     if count > max_failures:
-        return Decision(Action.RAISE, f"failure {count} exceeds trainer.max_failures={max_failures}")
+        return Decision(Action.RAISE, f"failure {count} exceeds failure.max_failures={max_failures}")
     return Decision(Action.RESTART, f"restart {count} of at most {max_failures}")
 
 
@@ -102,7 +102,7 @@ class FailurePolicy(Protocol):
 
 @dataclass(frozen=True)
 class MaxFailuresPolicy:
-    """Restart up to trainer.max_failures times; raise at once when the same exception comes back."""
+    """Restart up to failure.max_failures times; raise at once when the same exception comes back."""
     max_failures: int
 
     def decide(self, failure: Failure, history: Sequence[Failure]) -> Decision:

@@ -1,7 +1,7 @@
 """What one attempt of a run looks like: which gang to ask for, and how it keeps the batch (pure, no Ray).
 
-The controller takes any ``ScalingPolicy``; ``ElasticPolicy`` (trainer.num_workers, trainer.min_workers,
-fault_tolerance.elastic_batch and the waits) is the default.
+The controller takes any ``ScalingPolicy``; ``ElasticPolicy`` (scaling.num_workers, scaling.min_workers,
+failure.elastic_batch and the waits) is the default.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ class ElasticPolicy:
 
     @classmethod
     def from_config(cls, cfg: C.Config) -> "ElasticPolicy":
-        t, ft = cfg.trainer, cfg.fault_tolerance
-        return cls(t.num_workers, t.min_workers, t.accumulate_grad_batches, ft.elastic_batch, ft.restart_wait_s,
-                   cfg.cluster.placement_timeout_s)
+        s, f = cfg.scaling, cfg.failure
+        return cls(s.num_workers, s.min_workers, cfg.trainer.accumulate_grad_batches, f.elastic_batch,
+                   f.restart_wait_s, s.placement_timeout_s)
 
     def sizes(self) -> range:
         """Gang sizes to try after a failure, largest first."""
@@ -58,9 +58,9 @@ class ElasticPolicy:
         return range(self.num_workers, low - 1, -1)
 
     def gang_requests(self, attempt: int) -> List[GangRequest]:
-        """First start: the full gang within cluster.placement_timeout_s. After a failure: wait up to
-        fault_tolerance.restart_wait_s for the full gang, then (elastic, trainer.min_workers) the
-        largest gang that fits, each within cluster.placement_timeout_s."""
+        """First start: the full gang within scaling.placement_timeout_s. After a failure: wait up to
+        failure.restart_wait_s for the full gang, then (elastic, scaling.min_workers) the
+        largest gang that fits, each within scaling.placement_timeout_s."""
         if attempt == 0:
             return [GangRequest(self.num_workers, self.placement_timeout_s)]
         return [GangRequest(size, max(self.restart_wait_s, 1.0) if size == self.num_workers

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 
 # Phases in which every unit of work (a step, an evaluation batch) reports progress: a stall shows
 # within hang_timeout_s. Every other phase (start-up, build, restore, first step, checkpoint, saving)
-# is one long piece of work; its heartbeat is kept alive for up to fault_tolerance.phase_timeout_s.
+# is one long piece of work; its heartbeat is kept alive for up to failure.phase_timeout_s.
 UNIT_PHASES = frozenset({"train", "validate", "test"})
 FINAL_PHASES = frozenset({"done"})
 

@@ -51,8 +51,8 @@ def varying_keys(jobs: List[PreparedJob]) -> List[str]:
 
 
 def largest_gang(jobs: List[PreparedJob]) -> C.Config:
-    """Room is counted for the largest gang of the sweep (a sweep may vary trainer.num_workers)."""
-    return max(jobs, key=lambda j: j.cfg.trainer.num_workers * j.cfg.cluster.cpus_per_worker).cfg
+    """Room is counted for the largest gang of the sweep (a sweep may vary scaling.num_workers)."""
+    return max(jobs, key=lambda j: j.cfg.scaling.num_workers * j.cfg.scaling.cpus_per_worker).cfg
 
 
 class JobTrials:

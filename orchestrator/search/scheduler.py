@@ -75,10 +75,10 @@ def gangs_that_fit(cfg: C.Config) -> int:
     import ray
 
     total = ray.cluster_resources()
-    per_gang_cpu = cfg.trainer.num_workers * cfg.cluster.cpus_per_worker
+    per_gang_cpu = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     fit = int(total.get("CPU", 0) // per_gang_cpu)
-    if cfg.cluster.gpus_per_worker:
-        fit = min(fit, int(total.get("GPU", 0) // (cfg.trainer.num_workers * cfg.cluster.gpus_per_worker)))
+    if cfg.scaling.gpus_per_worker:
+        fit = min(fit, int(total.get("GPU", 0) // (cfg.scaling.num_workers * cfg.scaling.gpus_per_worker)))
     return max(1, fit)
 
 

@@ -66,7 +66,7 @@ class StudyTrials:
 
     def headline(self, slots: int) -> str:
         return (f"Search ({self.search.kind}): {budget(self.search)} trials, up to {slots} gang(s) of "
-                f"{self.cfg.trainer.num_workers} workers at once; sweep dir {self.sweep_dir}")
+                f"{self.cfg.scaling.num_workers} workers at once; sweep dir {self.sweep_dir}")
 
     def remaining(self, finished: int, running: int) -> int:
         return remaining_budget(budget(self.search), finished, running)

@@ -117,7 +117,7 @@ class Worker:
         if cuda_visible_devices is not None:
             # Like Ray Train: workers on one node see all of that node's gang GPUs (so NCCL can use
             # peer-to-peer), each using its own. Set before CUDA initialises in this process.
-            (own,) = self.describe().gpu_ids  # exactly one (cluster.gpus_per_worker is 0 or 1)
+            (own,) = self.describe().gpu_ids  # exactly one (scaling.gpus_per_worker is 0 or 1)
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
             self.local_device_index = cuda_visible_devices.split(",").index(own)
         backend = "nccl" if self.local_device_index is not None else "gloo"
@@ -143,7 +143,7 @@ class Worker:
         started = time.time()
         self.train_thread = threading.get_ident()
         # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
-        bound = cfg.fault_tolerance.phase_timeout_s
+        bound = cfg.failure.phase_timeout_s
         self.reporter = RayReporter(self.rank, sink, bound) if self.rank == 0 else Reporter(self.rank, False, bound)
         try:
             return self.train(attempt, started)

@@ -86,7 +86,7 @@ def orchestrator_overrides(workload: str, workers: int, num_samples: int, steps:
         f"data.num_samples={num_samples}",
         f"data.batch_size={spec['batch']}",
         "data.val_fraction=0.0",
-        f"trainer.num_workers={workers}",
+        f"scaling.num_workers={workers}",
         f"trainer.max_steps={steps}",
         f"trainer.max_epochs={max_epochs}",
         "checkpoint.every_epoch=false",
