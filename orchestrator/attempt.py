@@ -13,12 +13,23 @@ RESUME_FETCH_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
+class Rendezvous:
+    """How one rank joins the gang's process group (sent by the driver's worker group)."""
+    rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    timeout_s: float                        # also torch.distributed's collective timeout
+    cuda_visible_devices: Optional[str]     # the node's gang GPUs, or None for a CPU worker
+    gloo_ifname: Optional[str] = None       # cluster.gloo_socket_ifname
+
+
+@dataclass(frozen=True)
 class AttemptArgs:
     cfg: C.Config
     data: Any                  # the run's DataModule, as sent to the workers (see data/module.py)
     plan: AttemptPlan
     resume: Any = None         # checkpoint bytes, or an ObjectRef to them (put once, read by every rank)
-    config_yaml: str = ""      # the resolved config, saved in checkpoints
     sink: Any = None           # the run's RunSink actor: rank 0 reports to it
 
     def resume_payload(self) -> Optional[bytes]:

@@ -129,7 +129,7 @@ def real_checkpoint(step: int) -> bytes:
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    return S.capture(model, optimizer, scheduler, None, S.TrainState(step=step), 1, "config: {}")
+    return S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(step=step), 1)
 
 
 def unloadable(kind: str) -> bytes:

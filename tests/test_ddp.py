@@ -44,7 +44,7 @@ def train_and_return_weights(rank: int, world: int, cfg: C.Config):
     data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
     data.prepare()
     plan = AttemptPlan(attempt=0, world_size=world, accumulate=cfg.trainer.accumulate_grad_batches)
-    components = build(cfg, data, plan, rank, torch.device("cpu"), distributed=world > 1)
+    components = build(cfg, data, plan, rank, torch.device("cpu"))
     reporter = Reporter(rank, keeps_records=rank == 0)
     result = loop.fit(components, reporter)
     weights = {k: v.clone() for k, v in components.module.state_dict().items()}

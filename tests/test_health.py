@@ -62,7 +62,7 @@ def test_fp16_with_nan_policy_skip_stops_after_max_consecutive_skips():
     cfg = scaled_run(max_skips=3)
     data = data_module(registry.spec(cfg, "data"), cfg.trainer.seed)
     data.prepare()
-    c = build(cfg, data, AttemptPlan(0, 1, 1), 0, torch.device("cpu"), distributed=False)
+    c = build(cfg, data, AttemptPlan(0, 1, 1), 0, torch.device("cpu"))
     c.scaler = c.stepper.scaler = torch.amp.GradScaler("cpu")
     c.stepper.loss_hook = lambda loss: loss * float("nan")  # non-finite for good, from the first step
     reporter = Reporter(0, keeps_records=True)

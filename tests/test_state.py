@@ -52,14 +52,14 @@ def test_round_trip_restores_weights_optimizer_schedule_counters_and_rng():
     train(model, optimizer, scheduler, 3)
     weights = copy.deepcopy(model.state_dict())
     adam = copy.deepcopy(optimizer.state_dict())
-    data = S.capture(model, optimizer, scheduler, None, train_state(), world_size=1, config_yaml="name: run\n")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, None), train_state(), world_size=1)
     assert isinstance(data, bytes)
     torch_draw, python_draw = torch.rand(5), random.random()
 
     # A fresh process would build new components (other seed), then restore.
     model2, optimizer2, scheduler2 = components(seed=1)
     assert not torch.equal(model2.state_dict()["net.1.weight"], weights["net.1.weight"])
-    restored = S.restore(S.load_payload(data), model2, optimizer2, scheduler2, None,
+    restored = S.restore(S.load_payload(data), S.Trainables(model2, optimizer2, scheduler2, None),
                          rank=0, world_size=1, seed=0, attempt=0)
 
     assert restored == train_state()
@@ -80,11 +80,11 @@ def test_round_trip_restores_weights_optimizer_schedule_counters_and_rng():
 def test_training_on_after_restore_is_bit_identical_to_training_on_without_it():
     model, optimizer, scheduler = components()
     train(model, optimizer, scheduler, 2)
-    data = S.capture(model, optimizer, scheduler, None, S.TrainState(step=2), world_size=1, config_yaml="")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(step=2), world_size=1)
     train(model, optimizer, scheduler, 4)  # uninterrupted: dropout masks and batches from the RNG
 
     model2, optimizer2, scheduler2 = components(seed=123)
-    S.restore(S.load_payload(data), model2, optimizer2, scheduler2, None, 0, 1, 0, 0)
+    S.restore(S.load_payload(data), S.Trainables(model2, optimizer2, scheduler2, None), 0, 1, 0, 0)
     train(model2, optimizer2, scheduler2, 4)
     for (name, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert torch.equal(a, b), name
@@ -95,37 +95,37 @@ def test_python_gauss_stream_continues_after_restore():
     model, optimizer, scheduler = components()
     random.seed(3)
     random.gauss(0.0, 1.0)
-    data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(), world_size=1)
     expected = [random.gauss(0.0, 1.0) for _ in range(3)]
     random.seed(99)
-    S.restore(S.load_payload(data), model, optimizer, scheduler, None, 0, 1, 0, 0)
+    S.restore(S.load_payload(data), S.Trainables(model, optimizer, scheduler, None), 0, 1, 0, 0)
     assert [random.gauss(0.0, 1.0) for _ in range(3)] == expected
 
 
-def test_payload_records_format_world_size_and_config():
+def test_payload_records_format_and_world_size_but_not_the_config():
     model, optimizer, scheduler = components()
-    data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="seed: 0\n")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(), world_size=1)
     payload = S.load_payload(data)
     assert payload["format_version"] == S.FORMAT_VERSION
     assert payload["world_size"] == 1
-    assert payload["config"] == "seed: 0\n"
+    assert "config" not in payload  # the run dir's config.yaml: no round trip through the workers
     assert len(payload["rng"]) == 1  # one RNG state per rank
 
 
 def test_grad_scaler_state_round_trips():
     model, optimizer, scheduler = components()
     scaler = torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=7)
-    data = S.capture(model, optimizer, scheduler, scaler, S.TrainState(), world_size=1, config_yaml="")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, scaler), S.TrainState(), world_size=1)
     scaler2 = torch.amp.GradScaler("cpu")
     model2, optimizer2, scheduler2 = components()
-    S.restore(S.load_payload(data), model2, optimizer2, scheduler2, scaler2, 0, 1, 0, 0)
+    S.restore(S.load_payload(data), S.Trainables(model2, optimizer2, scheduler2, scaler2), 0, 1, 0, 0)
     assert scaler2.get_scale() == 512.0
     assert scaler2.get_growth_interval() == 7
 
 
 def test_restore_with_another_world_size_seeds_fresh_reproducible_streams():
     model, optimizer, scheduler = components()
-    data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(), world_size=1)
     payload = S.load_payload(data)
     payload["world_size"] = 2  # as if captured by a larger gang
     payload["rng"] = payload["rng"] * 2
@@ -133,7 +133,7 @@ def test_restore_with_another_world_size_seeds_fresh_reproducible_streams():
     for _ in range(2):
         model2, optimizer2, scheduler2 = components(seed=5)
         torch.manual_seed(42)
-        S.restore(payload, model2, optimizer2, scheduler2, None, rank=0, world_size=1, seed=7, attempt=1)
+        S.restore(payload, S.Trainables(model2, optimizer2, scheduler2, None), rank=0, world_size=1, seed=7, attempt=1)
         draws.append(torch.rand(3))
     torch.manual_seed(42)
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], torch.rand(3))
@@ -141,7 +141,7 @@ def test_restore_with_another_world_size_seeds_fresh_reproducible_streams():
 
 def test_rng_states_load_on_the_cpu_whatever_device_trains():
     model, optimizer, scheduler = components()
-    data = S.capture(model, optimizer, scheduler, None, S.TrainState(), world_size=1, config_yaml="")
+    data = S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(), world_size=1)
     payload = S.load_payload(data)  # no device argument: torch.set_rng_state takes CPU tensors only
     assert payload["rng"][0]["torch"].device.type == "cpu"
     S.set_rng_state(payload["rng"][0])
@@ -150,7 +150,7 @@ def test_rng_states_load_on_the_cpu_whatever_device_trains():
 def test_the_best_model_travels_in_the_checkpoint():
     model, optimizer, scheduler = components()
     best = {k: v.clone() + 1 for k, v in model.state_dict().items()}
-    payload = S.load_payload(S.capture(model, optimizer, scheduler, None, S.TrainState(), 1, "", best_model=best))
+    payload = S.load_payload(S.capture(S.Trainables(model, optimizer, scheduler, None), S.TrainState(), world_size=1, best_model=best))
     assert all(torch.equal(payload["best_model"][k], v) for k, v in best.items())
 
 

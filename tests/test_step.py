@@ -13,7 +13,8 @@ from orchestrator import config as C
 from orchestrator.components.losses import CrossEntropy
 from orchestrator.components.steps import SupervisedStep
 from orchestrator.components.schedulers import build_scheduler
-from orchestrator.worker.step import Stepper
+from orchestrator.checkpoint.state import Trainables
+from orchestrator.worker.step import StepSettings, Stepper
 
 CPU = torch.device("cpu")
 
@@ -27,7 +28,9 @@ def stepper(model, optimizer="sgd", lr=0.1, fused=None, momentum=0.0, **options)
     opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, fused=fused) if optimizer == "sgd"
            else torch.optim.Adam(model.parameters(), lr=lr, fused=fused))
     scheduler = build_scheduler(C.ConstantSchedulerConfig(), opt, total_steps=10, steps_per_epoch=10)
-    return Stepper(model, opt, scheduler, SupervisedStep(CrossEntropy(), "cross_entropy"), CPU, **options)
+    scaler = options.pop("scaler", None)
+    return Stepper(model, Trainables(model, opt, scheduler, scaler), SupervisedStep(CrossEntropy(), "cross_entropy"),
+                   StepSettings(CPU, **options))
 
 
 def batch(n, seed=1):

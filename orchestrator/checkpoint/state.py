@@ -58,9 +58,21 @@ def gather_to_rank0(obj: Any) -> Optional[List[Any]]:
     return out
 
 
-def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainState, world_size: int,
-            config_yaml: str, best_model: Optional[Dict[str, torch.Tensor]] = None) -> Optional[bytes]:
-    """Collective over all ranks; returns the serialized checkpoint on rank 0, None elsewhere."""
+@dataclass
+class Trainables:
+    """What a checkpoint saves and restores besides the counters: the bare model (not the DDP wrapper),
+    the optimizer, the LR schedule and the gradient scaler (None without fp16)."""
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    scaler: Any = None
+
+
+def capture(objects: Trainables, state: TrainState, world_size: int,
+            best_model: Optional[Dict[str, torch.Tensor]] = None) -> Optional[bytes]:
+    """Collective over all ranks; returns the serialized checkpoint on rank 0, None elsewhere. The run's
+    config is not in it: it is the run dir's config.yaml, written by the driver."""
+    model, optimizer, scheduler, scaler = objects.model, objects.optimizer, objects.scheduler, objects.scaler
     rngs = gather_to_rank0(rng_state())
     if rngs is None:
         return None
@@ -73,7 +85,6 @@ def capture(model: torch.nn.Module, optimizer, scheduler, scaler, state: TrainSt
         "train_state": asdict(state),
         "rng": rngs,
         "world_size": world_size,
-        "config": config_yaml,
     }
     if best_model is not None:
         # The best weights so far (only kept when a test split will evaluate them), so a restarted
@@ -123,8 +134,9 @@ def load_payload(data: bytes) -> Dict[str, Any]:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def restore(payload: Dict[str, Any], model: torch.nn.Module, optimizer, scheduler, scaler, rank: int,
-            world_size: int, seed: int, attempt: int) -> TrainState:
+def restore(payload: Dict[str, Any], objects: Trainables, rank: int, world_size: int, seed: int,
+            attempt: int) -> TrainState:
+    model, optimizer, scheduler, scaler = objects.model, objects.optimizer, objects.scheduler, objects.scaler
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

@@ -22,8 +22,8 @@ from orchestrator.driver.worker_group import WorkerGroup
 
 
 class GangRunner:
-    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal, config_yaml: str):
-        self.cfg, self.recorder, self.stop, self.config_yaml = cfg, recorder, stop, config_yaml
+    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal):
+        self.cfg, self.recorder, self.stop = cfg, recorder, stop
         self.shared_data = None
         self.sink = None
 
@@ -54,7 +54,7 @@ class GangRunner:
             supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.failure,
                                     warn=lambda m: view.message(m, style="yellow"))
             args = AttemptArgs(self.cfg, self.shared_data, plan, ray.put(resume) if resume is not None else None,
-                               self.config_yaml, self.sink)
+                               self.sink)
             outcome = supervisor.watch(group.run(args))
         finally:
             group.shutdown()

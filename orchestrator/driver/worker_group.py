@@ -16,6 +16,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator import config as C
+from orchestrator.attempt import Rendezvous
 
 if TYPE_CHECKING:
     from orchestrator.attempt import AttemptArgs
@@ -171,7 +172,7 @@ def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, tim
     master_addr = infos[0].node_ip
     master_port = ray.get(actors[0].free_port.remote(master_addr), timeout=ACTOR_START_TIMEOUT_S)
     devices = shared_cuda_devices(infos, use_gpus)
-    refs = [a.join.remote(rank, len(actors), master_addr, master_port, timeout_s, devices[rank], gloo_ifname)
+    refs = [a.join.remote(Rendezvous(rank, len(actors), master_addr, master_port, timeout_s, devices[rank], gloo_ifname))
             for rank, a in enumerate(actors)]
     bound = min(timeout_s, RENDEZVOUS_TIMEOUT_S)
     ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bound)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from orchestrator import config as C
 from orchestrator.worker import network
-from orchestrator.attempt import AttemptArgs
+from orchestrator.attempt import AttemptArgs, Rendezvous
 from orchestrator.policy.failure import TrainingError
 from orchestrator.components.schedulers import rebase_lr
 from orchestrator.records import Heartbeat, MetricsRecord, Record, StartupInfo
@@ -109,10 +109,10 @@ class Worker:
             s.bind(("::" if family == socket.AF_INET6 else "", 0))
             return s.getsockname()[1]
 
-    def join(self, rank: int, world_size: int, master_addr: str, master_port: int, timeout_s: float,
-             cuda_visible_devices: Optional[str], gloo_ifname: Optional[str] = None) -> None:
+    def join(self, rendezvous: Rendezvous) -> None:
         """Join the process group: NCCL on a GPU, gloo on the CPU (on the interface of the node IP,
         or ``gloo_ifname`` from cluster.gloo_socket_ifname)."""
+        rank, world_size, cuda_visible_devices = rendezvous.rank, rendezvous.world_size, rendezvous.cuda_visible_devices
         self.rank, self.world_size = rank, world_size
         if cuda_visible_devices is not None:
             # Like Ray Train: workers on one node see all of that node's gang GPUs (so NCCL can use
@@ -126,9 +126,10 @@ class Worker:
             import ray
 
             os.environ.update(network.gloo_socket_ifname(ray.util.get_node_ip_address(), os.environ,
-                                                         gloo_ifname, psutil.net_if_addrs()))
-        dist.init_process_group(backend, init_method=network.tcp_url(master_addr, master_port), rank=rank,
-                                world_size=world_size, timeout=timedelta(seconds=timeout_s))
+                                                         rendezvous.gloo_ifname, psutil.net_if_addrs()))
+        url = network.tcp_url(rendezvous.master_addr, rendezvous.master_port)
+        dist.init_process_group(backend, init_method=url, rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=rendezvous.timeout_s))
 
     # ----------------------------------------------------------------- training
     def device(self, cfg: C.Config) -> torch.device:
@@ -160,15 +161,14 @@ class Worker:
         cfg, plan, r = attempt.cfg, attempt.plan, self.reporter
         r.enter_phase("build")  # the user's data (fetch, dataset build) and model
         device = self.device(cfg)
-        components = build(cfg, attempt.data, plan, self.rank, device, distributed=self.world_size > 1,
-                           config_yaml=attempt.config_yaml)
+        components = build(cfg, attempt.data, plan, self.rank, device)
         r.info(StartupInfo(plan.attempt, {"worker_build_s": time.time() - started}))
         train_state, best_model = None, None
         if attempt.resume is not None:
             r.enter_phase("restore")
             payload = S.load_payload(attempt.resume_payload())
-            train_state = S.restore(payload, components.module, components.optimizer, components.scheduler,
-                                    components.scaler, self.rank, self.world_size, cfg.trainer.seed, plan.attempt)
+            train_state = S.restore(payload, components.trainables, self.rank, self.world_size, cfg.trainer.seed,
+                                    plan.attempt)
             best_model = payload.get("best_model")
             # The checkpoint's schedule carries the old base LR; this attempt's may differ (elastic).
             rebase_lr(components.scheduler, components.base_lr * plan.lr_scale)

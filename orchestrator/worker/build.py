@@ -19,7 +19,8 @@ from orchestrator.data import loader as L
 from orchestrator.data.checks import batch_size_problem
 from orchestrator.data.module import DataModule, Splits, WorkerContext
 from orchestrator.policy.plan import AttemptPlan
-from orchestrator.worker.step import Stepper
+from orchestrator.checkpoint.state import Trainables
+from orchestrator.worker.step import StepSettings, Stepper
 
 
 @dataclass
@@ -41,7 +42,10 @@ class Components:
     total_steps: int
     batch_step: Any               # SupervisedStep or CustomStep: what a batch contributes
     base_lr: float                # the optimizer's configured LR (elastic runs scale it)
-    config_yaml: str
+
+    @property
+    def trainables(self) -> Trainables:
+        return Trainables(self.module, self.optimizer, self.scheduler, self.scaler)
 
     @property
     def has_accuracy(self) -> bool:
@@ -94,15 +98,14 @@ def schedule_length(cfg: C.Config, train_size: int, plan: AttemptPlan) -> tuple:
     return spe, total
 
 
-def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device: torch.device,
-          distributed: bool, config_yaml: str = "") -> Components:
+def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device: torch.device) -> Components:
     splits = data.setup(WorkerContext(rank, plan.world_size, cfg.trainer.seed))
     batch_step, kind = build_step(cfg, splits, device)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     seed_everything(cfg.trainer.seed)
     module = models.build_model(registry.spec(cfg, "model"), cfg.model, splits.info.input_shape,
                                 splits.info.num_outputs(kind)).to(device)
-    model = wrap_ddp(module, device, distributed)
+    model = wrap_ddp(module, device, distributed=plan.world_size > 1)
     # Distinct per-rank streams from here on (dropout, augmentation), still reproducible.
     seed_everything(cfg.trainer.seed + 1 + rank)
 
@@ -112,14 +115,14 @@ def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device:
     scheduler = schedulers.build_scheduler(registry.spec(cfg, "scheduler"), optimizer, total, spe)
     schedulers.rebase_lr(scheduler, base_lr * plan.lr_scale)
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
-    stepper = Stepper(model, optimizer, scheduler, batch_step, device, autocast_dtype(cfg.trainer.precision),
-                      scaler, models.setting(cfg.optimizer, "clip_grad_norm", None),
-                      models.setting(cfg.optimizer, "clip_grad_value", None))
+    settings = StepSettings(device, autocast_dtype(cfg.trainer.precision),
+                            models.setting(cfg.optimizer, "clip_grad_norm", None),
+                            models.setting(cfg.optimizer, "clip_grad_value", None))
+    stepper = Stepper(model, Trainables(module, optimizer, scheduler, scaler), batch_step, settings)
     stepper.schedule_varies = getattr(scheduler, "varies", True)
     sampler = L.ResumableDistributedSampler(len(splits.train), plan.world_size, rank, shuffle=True,
                                             seed=cfg.trainer.seed)
     return Components(cfg=cfg, plan=plan, rank=rank, device=device, model=model, module=module,
                       optimizer=optimizer, scheduler=scheduler, scaler=scaler, stepper=stepper, splits=splits,
                       loader_settings=L.LoaderSettings(cfg.data, device.type == "cuda"), sampler=sampler,
-                      steps_per_epoch=spe, total_steps=total, batch_step=batch_step, base_lr=base_lr,
-                      config_yaml=config_yaml)
+                      steps_per_epoch=spe, total_steps=total, batch_step=batch_step, base_lr=base_lr)

@@ -268,8 +268,7 @@ class Loop:
         self.pause()
         r.progress(st.step, "checkpoint")
         st.monitors = self.callback_states()
-        payload = S.capture(c.module, c.optimizer, c.scheduler, c.scaler, st, c.plan.world_size, c.config_yaml,
-                            best_model=self.best_weights)
+        payload = S.capture(c.trainables, st, c.plan.world_size, best_model=self.best_weights)
         if payload is not None:
             if S.weights_finite(c.module):
                 r.checkpoint(st.step, payload, {"epoch": st.epoch, "metrics": dict(st.last_val)})

@@ -74,19 +74,26 @@ class CudaPhases:
         return start.elapsed_time(after_backward) / 1000.0, after_backward.elapsed_time(end) / 1000.0
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    device: torch.device
+    autocast_dtype: Optional[torch.dtype] = None  # bf16/fp16 autocast (trainer.precision)
+    clip_grad_norm: Optional[float] = None
+    clip_grad_value: Optional[float] = None
+
+
 class Stepper:
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, batch_step,
-                 device: torch.device, autocast_dtype: Optional[torch.dtype] = None, scaler=None,
-                 clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None):
+    def __init__(self, model: torch.nn.Module, objects, batch_step, settings: StepSettings):
+        """``model``: the DDP wrapper (or the module itself with one rank); ``objects``: a checkpoint's
+        Trainables (optimizer, scheduler, scaler); ``batch_step``: (model, batch) -> BatchResult."""
         self.model = model
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.batch_step = batch_step  # (model, batch) -> BatchResult: the loss and metrics of one batch
-        self.device = device
-        self.autocast_dtype = autocast_dtype
-        self.scaler = scaler
-        self.clip_grad_norm = clip_grad_norm
-        self.clip_grad_value = clip_grad_value
+        self.optimizer, self.scheduler, self.scaler = objects.optimizer, objects.scheduler, objects.scaler
+        self.batch_step = batch_step
+        self.device = settings.device
+        self.autocast_dtype = settings.autocast_dtype
+        self.clip_grad_norm = settings.clip_grad_norm
+        self.clip_grad_value = settings.clip_grad_value
+        device = settings.device
         # The wrapped model: evaluation switches it (not the DDP wrapper) to eval mode.
         self.module = getattr(model, "module", model)
         self.params = [p for p in model.parameters() if p.requires_grad]
