@@ -128,3 +128,13 @@ def test_a_model_that_needs_the_class_count_from_data_that_does_not_say_fails_na
     with pytest.raises(Exception, match=r"takes num_outputs, but the data does not tell how many classes"):
         orchestrator.run([*TINY, "data=custom", "data._target_=tests.user_project.components.unlabelled_blobs",
                           "failure.max_failures=1"], run_dir=tmp_path, show_progress=False)
+
+
+@pytestmark_ray
+def test_a_user_failure_policy_by_import_path_decides_instead_of_the_table(ray_session, tmp_path):
+    with pytest.raises(orchestrator.RunFailed, match="debugging: no restarts"):
+        orchestrator.run([*TINY, *BLOBS, "chaos.kind=raise", "chaos.at_step=3", "failure.max_failures=5",
+                          "+failure.policy._target_=tests.user_project.components.NeverRestart"],
+                         run_dir=tmp_path, show_progress=False)
+    summary = __import__("json").loads((tmp_path / "summary.json").read_text())
+    assert len(summary["restarts"]) == 1 and summary["restarts"][0]["action"] == "raise"

@@ -49,6 +49,8 @@ def check(cfg: Any) -> None:
         metric.check()
     for name, node in (cfg.callbacks or {}).items():
         Spec.of(f"callbacks.{name}", node).check()
+    if cfg.failure.policy:
+        Spec.of("failure.policy", cfg.failure.policy).check(context=("max_failures",))
 
 
 def check_callable_or_class(s: Spec, call_args: int, context=()) -> None:

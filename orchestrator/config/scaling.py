@@ -3,8 +3,8 @@ grouped the way Ray Train groups its ScalingConfig and FailureConfig."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 from orchestrator.config.errors import require, require_choice
 
@@ -54,6 +54,10 @@ class FailureConfig:
     restart_wait_s: float = 30.0
     # On Ctrl-C/SIGTERM, how long the workers get to stop at a step boundary and checkpoint.
     graceful_stop_s: float = 60.0
+    # Your own failure policy: {_target_: my_project.policies.Policy, ...}, a class with
+    # decide(failure, history) -> Decision (see orchestrator/policy/failure.py); it may name max_failures.
+    # Empty: restart up to max_failures times, and raise when the same exception comes back.
+    policy: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         require(self.max_failures >= 0, "failure.max_failures", "must be >= 0", self.max_failures)

@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from orchestrator import config as C
 from orchestrator.checkpoint.store import CheckpointStore, Manifest
-from orchestrator.policy.failure import (Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy,
+from orchestrator.policy.failure import (Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy, policy_from_config,
                                          is_config_error)
 from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
 from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, ScalingPolicy
@@ -97,7 +97,7 @@ class Controller:
     def __init__(self, run: RunContext, gangs: Gangs, failure_policy: Optional[FailurePolicy] = None,
                  scaling_policy: Optional[ScalingPolicy] = None):
         self.ctx, self.gangs = run, gangs
-        self.failure_policy = failure_policy or MaxFailuresPolicy(run.cfg.failure.max_failures)
+        self.failure_policy = failure_policy or policy_from_config(run.cfg.failure)
         self.scaling_policy = scaling_policy or ElasticPolicy.from_config(run.cfg)
         self.state = State.STARTING
         self.path: List[State] = [self.state]        # every state taken, in order

@@ -109,6 +109,15 @@ class MaxFailuresPolicy:
         return decide(failure, history, self.max_failures)
 
 
+def policy_from_config(cfg) -> FailurePolicy:
+    """``failure.policy`` (a user's class by ``_target_``) or the default table."""
+    if not cfg.policy:
+        return MaxFailuresPolicy(cfg.max_failures)
+    from orchestrator.components.spec import Spec
+
+    return Spec.of("failure.policy", cfg.policy).build(max_failures=cfg.max_failures)
+
+
 def root_cause(failures: Sequence[Failure]) -> Failure:
     """Of the errors one incident raised on several ranks, the one that caused the others.
 

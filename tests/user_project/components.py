@@ -103,3 +103,16 @@ def stuck_blobs(num_rows: int = 512):
 
     while True:
         time.sleep(1.0)
+
+
+from orchestrator.policy.failure import Action, Decision  # noqa: E402
+
+
+class NeverRestart:
+    """A user's failure policy: any failure ends the run (e.g. for a debugging session)."""
+
+    def __init__(self, reason: str = "debugging: no restarts"):
+        self.reason = reason
+
+    def decide(self, failure, history):
+        return Decision(Action.RAISE, self.reason)
