@@ -16,7 +16,10 @@ from typing import Dict, List, Tuple
 import psutil
 
 # Before anything imports ray: Ray's temp dir (short path: unix socket names have a length limit).
-RAY_TMP = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+# Processes the tests start (Ray workers that unpickle a test's function import this module too) reuse the
+# session's dir instead of making one of their own that nobody removes.
+RAY_TMP = os.environ.get("ORCHESTRATOR_TEST_RAY_TMP") or tempfile.mkdtemp(prefix="rt", dir="/tmp")
+os.environ["ORCHESTRATOR_TEST_RAY_TMP"] = RAY_TMP
 os.environ["RAY_TMPDIR"] = RAY_TMP
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only, as the CLI does
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reports (or metadata probes) off this machine
