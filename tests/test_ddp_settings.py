@@ -126,7 +126,9 @@ def test_fp16_compression_is_close_to_but_not_equal_to_plain_all_reduce(plain):
 
 def test_powersgd_trains_on_two_ranks_and_compresses():
     steps = 40
-    compressed = train(2, steps, comm_hook="powersgd", powersgd_rank=1, powersgd_start_iter=2)
+    # Tiny buckets: several per step, whose chained all-reduces gloo mis-orders unless comm_hooks
+    # runs them in order (without it this aborts or hangs, most runs).
+    compressed = train(2, steps, comm_hook="powersgd", powersgd_rank=1, powersgd_start_iter=2, bucket_cap_mb=0.001)
     uncompressed = train(2, steps)
     assert_same_weights(compressed[0]["weights"], compressed[1]["weights"], atol=0)
     # The hook engaged: rank-1 gradients move the weights elsewhere than the full ones do.
