@@ -19,6 +19,8 @@ machine does not hit one runner only; the table shows median (min-max).
     python scripts/benchmark.py --reps 3 --steps 200
     python scripts/benchmark.py --quick                      # smoke test: 1 rep, 20 steps, mlp only
     python scripts/benchmark.py --runners torchrun,raytrain --workloads wide_mlp --workers 2
+    python scripts/benchmark.py --runners orchestrator,orchestrator-fp16,orchestrator-powersgd \
+        --workloads wide_mlp --workers 2          # trainer.ddp.comm_hook=none|fp16|powersgd
 
 Writes results.md (table), results.png (chart), raw.json (every rep) and logs/ under --out
 (default scripts/results/<date>/).
@@ -42,7 +44,7 @@ sys.path.insert(0, str(SCRIPTS))
 from bench.chart import chart  # noqa: E402
 from bench.execute import run_one  # noqa: E402
 from bench.memory_check import memory_check  # noqa: E402
-from bench.peers import FAILED, OK, PEERS, RunSettings  # noqa: E402
+from bench.peers import DEFAULT_PEERS, FAILED, OK, PEERS, RunSettings  # noqa: E402
 from bench.report import fmt, markdown_table, memory_table  # noqa: E402
 from bench.summary import summarise  # noqa: E402
 from bench.workloads import THROUGHPUT_WORKLOADS  # noqa: E402
@@ -91,7 +93,7 @@ def apply_defaults(args) -> None:
         args.workloads = args.workloads or ["mlp"]
     args.reps = args.reps or 3
     args.steps = args.steps or 200
-    args.runners = args.runners or PEERS
+    args.runners = args.runners or DEFAULT_PEERS
     args.workloads = args.workloads or list(THROUGHPUT_WORKLOADS)
     if args.memory_gb is None:
         args.memory_gb = 0.0 if args.quick else 1.0

@@ -145,6 +145,10 @@ def check_devices(cfg: Config) -> None:
         # torch.nn.SyncBatchNorm raises on CPU tensors once a process group exists (torch 2.13).
         require(cfg.scaling.gpus_per_worker > 0 and cfg.trainer.device != "cpu", "model.sync_batchnorm",
                 "needs GPU workers (torch's SyncBatchNorm supports no CPU/gloo); on CPU leave it false", True)
+    if cfg.trainer.ddp.comm_hook == "bf16":
+        # DDP's register_comm_hook refuses bf16_compress_hook without CUDA and NCCL >= 2.10 (torch 2.13).
+        require(cfg.scaling.gpus_per_worker > 0 and cfg.trainer.device != "cpu", "trainer.ddp.comm_hook",
+                "bf16 needs GPU workers (torch's bf16 hook needs NCCL); on CPU use fp16 or powersgd", "bf16")
 
 
 def global_batch_size(cfg: Config, num_workers: Optional[int] = None) -> int:

@@ -21,6 +21,37 @@ from orchestrator.config.errors import require, require_choice
 
 # ----------------------------------------------------------------------------- trainer
 PRECISIONS = {"fp32", "bf16", "fp16"}
+# torch.distributed.algorithms.ddp_comm_hooks: what each bucket's all-reduce sends.
+COMM_HOOKS = {"none", "fp16", "bf16", "powersgd"}
+
+
+@dataclass
+class DDPConfig:
+    """DistributedDataParallel's own settings (ignored with one worker, which runs without DDP)."""
+    # Gradient bucket size in MiB (null: torch's default, 25). Larger: fewer all-reduce calls, less
+    # overlap of communication with the backward pass.
+    bucket_cap_mb: Optional[float] = None
+    # Gradients are views into the all-reduce buckets: saves one gradient-sized copy of memory.
+    gradient_as_bucket_view: bool = False
+    # The set of parameters used never changes between steps: DDP can skip its per-step bookkeeping.
+    static_graph: bool = False
+    # Some parameters get no gradient in some steps (costs a graph walk every step).
+    find_unused_parameters: bool = False
+    # none | fp16 | bf16 (GPU/NCCL only) | powersgd (low-rank compression with error feedback).
+    comm_hook: str = "none"
+    # PowerSGD: the rank of the low-rank approximation (1-4 is typical; higher sends more, loses less).
+    powersgd_rank: int = 1
+    # PowerSGD: plain all-reduce for this many synchronised steps first (torch suggests ~10% of training).
+    powersgd_start_iter: int = 100
+
+    def __post_init__(self):
+        require(self.bucket_cap_mb is None or self.bucket_cap_mb > 0, "trainer.ddp.bucket_cap_mb",
+                "must be > 0 or null", self.bucket_cap_mb)
+        require_choice("trainer.ddp.comm_hook", self.comm_hook, COMM_HOOKS)
+        require(self.powersgd_rank >= 1, "trainer.ddp.powersgd_rank", "must be >= 1", self.powersgd_rank)
+        # torch's PowerSGDState refuses < 2 with error feedback: DDP rebuilds its buckets after step 1.
+        require(self.powersgd_start_iter >= 2, "trainer.ddp.powersgd_start_iter", "must be >= 2",
+                self.powersgd_start_iter)
 
 
 @dataclass
@@ -47,6 +78,7 @@ class TrainerConfig:
     num_workers: Optional[int] = None
     min_workers: Optional[int] = None
     max_failures: Optional[int] = None
+    ddp: DDPConfig = field(default_factory=DDPConfig)
 
     def __post_init__(self):
         require(self.max_epochs >= 1, "trainer.max_epochs", "must be >= 1", self.max_epochs)

@@ -15,11 +15,13 @@ from orchestrator import config as C
 from orchestrator.components import losses, models, optimizers, registry, schedulers
 from orchestrator.components.metrics import MetricSet
 from orchestrator.components.steps import CustomStep, SupervisedStep
+from orchestrator.config.run import DDPConfig
 from orchestrator.data import loader as L
 from orchestrator.data.checks import batch_size_problem
 from orchestrator.data.module import DataModule, Splits, WorkerContext
 from orchestrator.policy.plan import AttemptPlan
 from orchestrator.checkpoint.state import Trainables
+from orchestrator.worker import comm_hooks
 from orchestrator.worker.step import StepSettings, Stepper
 
 
@@ -81,10 +83,21 @@ def build_step(cfg: C.Config, splits: Splits, device: torch.device):
     return built if isinstance(built, SupervisedStep) else CustomStep(built, step_spec.label), kind
 
 
-def wrap_ddp(module: torch.nn.Module, device: torch.device, distributed: bool) -> torch.nn.Module:
+def wrap_ddp(module: torch.nn.Module, device: torch.device, distributed: bool,
+             settings: Optional[DDPConfig] = None, seed: int = 0) -> torch.nn.Module:
+    """DDP with ``trainer.ddp``'s settings and communication hook (one rank: the module itself)."""
     if not distributed:
         return module
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    settings = settings or DDPConfig()
+    model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                    bucket_cap_mb=settings.bucket_cap_mb,
+                                    gradient_as_bucket_view=settings.gradient_as_bucket_view,
+                                    static_graph=settings.static_graph,
+                                    find_unused_parameters=settings.find_unused_parameters)
+    hook = comm_hooks.hook_for(settings, seed)
+    if hook is not None:
+        model.register_comm_hook(*hook)
+    return model
 
 
 def schedule_length(cfg: C.Config, train_size: int, plan: AttemptPlan) -> tuple:
@@ -105,7 +118,7 @@ def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device:
     seed_everything(cfg.trainer.seed)
     module = models.build_model(registry.spec(cfg, "model"), cfg.model, splits.info.input_shape,
                                 splits.info.num_outputs(kind)).to(device)
-    model = wrap_ddp(module, device, distributed=plan.world_size > 1)
+    model = wrap_ddp(module, device, plan.world_size > 1, cfg.trainer.ddp, cfg.trainer.seed)
     # Distinct per-rank streams from here on (dropout, augmentation), still reproducible.
     seed_everything(cfg.trainer.seed + 1 + rank)
 

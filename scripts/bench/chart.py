@@ -7,7 +7,7 @@ from pathlib import Path
 from bench.peers import PEERS
 
 COLORS = {"single": "tab:gray", "torchrun": "tab:blue", "raytrain": "tab:orange", "orchestrator": "tab:green",
-          "orchestrator-log1": "tab:olive"}
+          "orchestrator-log1": "tab:olive", "orchestrator-fp16": "tab:purple", "orchestrator-powersgd": "tab:red"}
 # (summary key, title, bar label format, reference line): ratios and differences, since absolute
 # samples/s differ by 100x between workloads.
 PANELS = [

@@ -5,6 +5,7 @@
   raytrain      Ray Train v2 TorchTrainer on a fresh local Ray started inside the command (bench/raytrain_runner.py)
   orchestrator  this project's `python -m orchestrator.train`, every setting at its default but the workload's
   orchestrator-log1  the same, reducing and reporting metrics every step (what logging every step costs)
+  orchestrator-fp16, orchestrator-powersgd  opt-in: the same with trainer.ddp.comm_hook=fp16 / powersgd
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ from typing import Optional
 from bench.measure import SCRIPTS, Measured
 from bench.workloads import RESULT_PREFIX, SKIP_PREFIX, WORKLOADS, RunnerResult, num_features, steps_for
 
-PEERS = ["single", "torchrun", "raytrain", "orchestrator", "orchestrator-log1"]
+# Opt-in rows (name them in --runners): torch's DDP communication hooks through trainer.ddp.comm_hook.
+# PowerSGD compresses from step 2 so that the steady part after the warm-up is all compressed.
+HOOK_ROWS = {"orchestrator-fp16": ["trainer.ddp.comm_hook=fp16"],
+             "orchestrator-powersgd": ["trainer.ddp.comm_hook=powersgd", "trainer.ddp.powersgd_start_iter=2"]}
+DEFAULT_PEERS = ["single", "torchrun", "raytrain", "orchestrator", "orchestrator-log1"]
+PEERS = DEFAULT_PEERS + list(HOOK_ROWS)
 BASELINE = "torchrun"
 # Extra overrides per orchestrator row; the plain row keeps trainer.log_every_n_steps at its default.
-ORCHESTRATOR_ROWS = {"orchestrator": [], "orchestrator-log1": ["trainer.log_every_n_steps=1"]}
+ORCHESTRATOR_ROWS = {"orchestrator": [], "orchestrator-log1": ["trainer.log_every_n_steps=1"], **HOOK_ROWS}
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 
