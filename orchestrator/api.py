@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from orchestrator import config as C
-from orchestrator.driver.cluster import prefer_loopback
 from orchestrator.composition import compose
 
 
@@ -48,7 +47,6 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
     registry.user_objects(cfg, components)
     C.validate(cfg)  # a config object edited by hand is checked again
     registry.check(cfg)
-    prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.driver.launcher import launch
 
     return launch(cfg, Path(run_dir) if run_dir else default_run_dir(), show_progress=show_progress,
@@ -58,7 +56,6 @@ def run(overrides: Sequence[str] = (), *, config: Optional[C.Config] = None,
 def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = None,
                overrides: Sequence[str] = ()) -> int:
     """The command line's run (or search): prints errors instead of raising; returns the exit code."""
-    prefer_loopback(cfg.cluster)  # before anything imports ray
     from orchestrator.checkpoint.store import CorruptCheckpoint
     from orchestrator.driver.cluster import ClusterJoinError
     from orchestrator.driver.launcher import RunDirInUse, RunFailed, launch
@@ -92,7 +89,6 @@ def run_search(overrides: Sequence[str], sweep_dir: Optional[Union[str, Path]] =
     """Run a search (``search=random|bayes|grid|kfold`` among the overrides) from Python; returns its
     summary (best trial, counts, cross-validation statistics)."""
     cfg = compose(overrides)
-    prefer_loopback(cfg.cluster)
     from orchestrator.search import study_trials
 
     if cfg.search.kind == "none":

@@ -36,12 +36,6 @@ class ClusterJoinError(RuntimeError):
         self.auth = auth  # the cluster refused us for want of a (valid) token
 
 
-def prefer_loopback(cluster: C.ClusterConfig) -> None:
-    """Kept for callers; the embedded Ray's loopback address is now set by RaySession for its own
-    ray.init only (a process-wide RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 outlived the run and made a
-    later join in the same process report 127.0.0.1 as its node address)."""
-
-
 @contextlib.contextmanager
 def loopback_only() -> Iterator[None]:
     from ray._private import ray_constants

@@ -26,7 +26,7 @@ from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.threads import Finished, TrialThreads
 from orchestrator.search.watch import TrialWatch
 
-if TYPE_CHECKING:  # supervisor imports ray, which must wait for prefer_loopback (a Hydra job imports this)
+if TYPE_CHECKING:  # supervisor imports ray: keep it off a Hydra job's import path (a Hydra job imports this)
     from orchestrator.driver.supervisor import StopSignal
 
 POLL_S = 0.5

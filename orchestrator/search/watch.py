@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from orchestrator import config as C
 
-if TYPE_CHECKING:  # supervisor imports ray, which must wait for prefer_loopback
+if TYPE_CHECKING:  # supervisor imports ray: keep it off a Hydra job's import path
     from orchestrator.driver.supervisor import StopSignal
 
 # (step, value) -> prune now? Called on the driver as each validation result arrives.
