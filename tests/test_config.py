@@ -18,6 +18,9 @@ PARTNERS = {
     ("model", "gpt"): ["data=text"],
     ("data", "text"): ["model=gpt"],
     ("data", "mnist"): ["data.path=/nonexistent"],  # the path is checked when data loads, not here
+    ("data", "image_folder"): ["data.path=/nonexistent"],
+    ("data", "parquet"): ["data.path=/nonexistent"],
+    ("data", "webdataset"): ["data.path=/nonexistent"],
     ("data", "synthetic_regression"): ["model=mlp"],
     ("loss", "mse"): ["data=synthetic_regression", "model=mlp"],
     ("loss", "bce"): ["data=synthetic_classification", "data.num_classes=2"],

@@ -27,6 +27,8 @@ class TrainState:
     epoch: int = 0             # epochs completed
     step_in_epoch: int = 0     # optimizer steps completed inside the current epoch
     samples_in_epoch: int = 0  # global data position inside the current epoch
+    # A sharded stream's layout and every reader's shard and offset (streaming/split.py); {} for map-style data.
+    data_position: Dict[str, Any] = field(default_factory=dict)
     # Components that decide when to stop keep their state here (plain numbers).
     monitors: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     last_val: Dict[str, float] = field(default_factory=dict)

@@ -17,9 +17,12 @@ from orchestrator.data.memory import CHUNK_BYTES, ChunkSource, DataBundle, InMem
 from orchestrator.data.module import CheckReport, DataInfo
 from orchestrator.data.text import default_corpus, load_text, read_text_file, text_too_short
 
-from orchestrator.data.schemas import (OWN_KEYS, SCHEMAS, TASKS, ArrayDataConfig, DataConfig,  # noqa: F401
-                                       DigitsConfig, MNISTConfig, SyntheticClassificationConfig,
+from orchestrator.data.schemas import (OWN_KEYS, SCHEMAS as ARRAY_SCHEMAS, TASKS, ArrayDataConfig,  # noqa: F401
+                                       DataConfig, DigitsConfig, MNISTConfig, SyntheticClassificationConfig,
                                        SyntheticRegressionConfig, TextConfig, check_own_keys)
+from orchestrator.data.file_schemas import FILE_SCHEMAS
+
+SCHEMAS = ARRAY_SCHEMAS + FILE_SCHEMAS
 
 
 def load(cfg) -> DataBundle:

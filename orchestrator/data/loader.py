@@ -8,7 +8,7 @@ sample by sample and collated, in DataLoader worker processes if ``data.num_work
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 from torch.utils.data.distributed import DistributedSampler
@@ -86,6 +86,32 @@ class EvalBatches:
         return -(-len(self.local) // self.batch_size)
 
 
+class MapTrain:
+    """This rank's training batches of a map-style dataset: a resumable sampler's shard. Positions are
+    global (``samples_done``), so a resume continues exactly even with another world size."""
+
+    def __init__(self, dataset: Any, rank: int, world_size: int, settings: "LoaderSettings", seed: int):
+        self.dataset, self.rank, self.world_size, self.settings, self.seed = dataset, rank, world_size, settings, seed
+        self.sampler = ResumableDistributedSampler(len(dataset), world_size, rank, shuffle=True, seed=seed)
+
+    def batches_per_epoch(self) -> int:
+        return (len(self.dataset) // self.world_size) // self.settings.batch_size
+
+    def loader(self, epoch: int, samples_done: int, batches_done: int):
+        """This epoch's loader; its worker processes' seeds follow (seed, rank, epoch), so a resumed
+        run's augmentations match an uninterrupted one's."""
+        self.sampler.set_epoch(epoch)
+        self.sampler.set_start(samples_done)
+        seed = hash((self.seed, self.rank, epoch)) % 2**62
+        return make_loader(self.dataset, TrainBatches(self.sampler, self.settings.batch_size), self.settings, seed)
+
+    def resume_problem(self, recorded: Dict) -> Optional[str]:
+        return None
+
+    def position(self, epoch: int, batches_done: int) -> Dict:
+        return {}
+
+
 def make_loader(dataset: Any, batches: Any, settings: "LoaderSettings", seed: int):
     """``seed`` seeds the loader's own generator: creating an iterator draws its workers' base seed from
     it, not from the global RNG, which would shift dropout masks after a mid-epoch resume."""
@@ -97,6 +123,12 @@ def make_loader(dataset: Any, batches: Any, settings: "LoaderSettings", seed: in
         if settings.prefetch_factor is not None:
             options["prefetch_factor"] = settings.prefetch_factor
     collate = settings.collate_fn or getattr(dataset, "collate_fn", None)
+    if getattr(dataset, "may_skip_samples", False):  # it returns BadSample markers (data.on_bad_sample=skip)
+        from torch.utils.data import default_collate
+
+        from orchestrator.data.bad_samples import collate_counted
+
+        collate = collate_counted(collate or default_collate)
     return DataLoader(dataset, batch_sampler=batches, num_workers=settings.num_workers, collate_fn=collate,
                       pin_memory=settings.pin_memory, generator=torch.Generator().manual_seed(seed), **options)
 
@@ -121,3 +153,16 @@ class LoaderSettings:
 def steps_per_epoch(num_train: int, world_size: int, batch_size: int, accumulate: int) -> int:
     per_rank_batches = (num_train // world_size) // batch_size
     return per_rank_batches // accumulate
+
+
+def train_source(dataset: Any, rank: int, world_size: int, settings: LoaderSettings, seed: int):
+    """A sharded split streams (``streaming/split.py``); any other dataset is map-style."""
+    if hasattr(dataset, "train_source"):
+        return dataset.train_source(rank, world_size, settings, seed)
+    return MapTrain(dataset, rank, world_size, settings, seed)
+
+
+def eval_loader(dataset: Any, rank: int, world_size: int, settings: LoaderSettings, seed: int):
+    if hasattr(dataset, "eval_loader"):
+        return dataset.eval_loader(rank, world_size, settings)
+    return make_loader(dataset, EvalBatches(len(dataset), rank, world_size, settings.batch_size), settings, seed)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from orchestrator.components.spec import Spec
 
@@ -55,6 +55,8 @@ class CheckReport:
     # checked against each worker's share before Ray starts. Empty: only the workers know.
     sizes: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # shown and recorded once the run's recorder exists
+    # Sharded data: (world_size, loader workers, batch_size) -> why every reader cannot fill a batch, or None.
+    layout_problem: Optional[Callable[[int, int, int], Optional[str]]] = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ class DataModule:
 
     def to_workers(self) -> "DataModule":
         """What is sent to the workers (after Ray is up; e.g. with the arrays put in the object store)."""
+        return self
+
+    def for_attempt(self, world_size: int) -> "DataModule":
+        """What one gang of ``world_size`` ranks gets (e.g. one Ray Data split per rank)."""
         return self
 
     def setup(self, ctx: WorkerContext) -> Splits:

@@ -53,7 +53,7 @@ class GangRunner:
             view = self.recorder.view
             supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.failure,
                                     warn=lambda m: view.message(m, style="yellow"))
-            args = AttemptArgs(self.cfg, self.shared_data, plan, ray.put(resume) if resume is not None else None,
+            args = AttemptArgs(self.cfg, self.shared_data.for_attempt(plan.world_size), plan, ray.put(resume) if resume is not None else None,
                                self.sink)
             outcome = supervisor.watch(group.run(args))
         finally:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from orchestrator import config as C
 from orchestrator.components import registry
+from orchestrator.components.models import setting
 from orchestrator.data.checks import batch_size_problem
 from orchestrator.data.module import CheckReport, DataModule, data_module
 from orchestrator.checkpoint.store import CheckpointStore, resolve_resume
@@ -103,6 +104,9 @@ def open_run_dir(cfg: C.Config, run_dir: Path) -> RunSetup:
     early_warnings.extend(("data", message) for message in report.warnings)
     problem = batch_size_problem(report.sizes.get("train"), cfg.scaling.num_workers, C.batch_size(cfg),
                                  cfg.trainer.accumulate_grad_batches)
+    if report.layout_problem:  # sharded data: can every rank's readers fill their batches?
+        problem = problem or report.layout_problem(cfg.scaling.num_workers, setting(cfg.data, "num_workers", 0),
+                                                  C.batch_size(cfg))
     if problem:  # known here for the built-in data; a user's dataset is checked on the workers
         raise C.ConfigError(problem)
     return RunSetup(paths, config_yaml, store, resume, early_warnings, data)

@@ -17,6 +17,7 @@ from orchestrator.components.metrics import MetricSet
 from orchestrator.components.steps import CustomStep, SupervisedStep
 from orchestrator.config.run import DDPConfig
 from orchestrator.data import loader as L
+from orchestrator.data.bad_samples import BadSampleCounter
 from orchestrator.data.checks import batch_size_problem
 from orchestrator.data.module import DataModule, Splits, WorkerContext
 from orchestrator.policy.plan import AttemptPlan
@@ -39,7 +40,8 @@ class Components:
     stepper: Stepper
     splits: Splits
     loader_settings: L.LoaderSettings
-    sampler: L.ResumableDistributedSampler
+    train_source: Any             # loader.MapTrain or a sharded split's StreamTrain
+    bad_samples: BadSampleCounter
     steps_per_epoch: int
     total_steps: int
     batch_step: Any               # SupervisedStep or CustomStep: what a batch contributes
@@ -53,16 +55,13 @@ class Components:
     def has_accuracy(self) -> bool:
         return self.batch_step.has_accuracy
 
-    def train_loader(self, epoch: int):
-        """This epoch's loader; its worker processes' seeds follow (seed, rank, epoch), so a resumed
-        run's augmentations match an uninterrupted one's."""
-        batches = L.TrainBatches(self.sampler, self.loader_settings.batch_size)
-        seed = hash((self.cfg.trainer.seed, self.rank, epoch)) % 2**62
-        return L.make_loader(self.splits.train, batches, self.loader_settings, seed)
+    def train_loader(self, epoch: int, samples_done: int = 0, batches_done: int = 0):
+        """This epoch's batches, from the position a resumed run had reached."""
+        return self.bad_samples.unwrap(self.train_source.loader(epoch, samples_done, batches_done))
 
     def eval_loader(self, dataset):
-        batches = L.EvalBatches(len(dataset), self.rank, self.plan.world_size, self.loader_settings.batch_size)
-        return L.make_loader(dataset, batches, self.loader_settings, seed=self.cfg.trainer.seed)
+        return self.bad_samples.unwrap(L.eval_loader(dataset, self.rank, self.plan.world_size,
+                                                     self.loader_settings, self.cfg.trainer.seed))
 
 
 def autocast_dtype(precision: str) -> Optional[torch.dtype]:
@@ -100,11 +99,12 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, distributed: bool,
     return model
 
 
-def schedule_length(cfg: C.Config, train_size: int, plan: AttemptPlan) -> tuple:
+def schedule_length(cfg: C.Config, train_size: int, batches_per_epoch: int, plan: AttemptPlan) -> tuple:
     batch = C.batch_size(cfg)
-    spe = L.steps_per_epoch(train_size, plan.world_size, batch, plan.accumulate)
+    spe = batches_per_epoch // plan.accumulate
     if spe == 0:  # a user's dataset: its size is only known here (the built-ins are checked on the driver)
-        raise C.ConfigError(batch_size_problem(train_size, plan.world_size, batch, plan.accumulate))
+        raise C.ConfigError(batch_size_problem(train_size, plan.world_size, batch, plan.accumulate)
+                            or f"data: {train_size} training samples give a rank no full optimizer step")
     total = spe * cfg.trainer.max_epochs
     if cfg.trainer.max_steps is not None:
         total = min(total, cfg.trainer.max_steps)
@@ -124,7 +124,9 @@ def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device:
 
     optimizer = optimizers.build_optimizer(registry.spec(cfg, "optimizer"), module.parameters())
     base_lr = optimizers.base_lr(optimizer)
-    spe, total = schedule_length(cfg, len(splits.train), plan)
+    loader_settings = L.LoaderSettings(cfg.data, device.type == "cuda")
+    source = L.train_source(splits.train, rank, plan.world_size, loader_settings, cfg.trainer.seed)
+    spe, total = schedule_length(cfg, len(splits.train), source.batches_per_epoch(), plan)
     scheduler = schedulers.build_scheduler(registry.spec(cfg, "scheduler"), optimizer, total, spe)
     schedulers.rebase_lr(scheduler, base_lr * plan.lr_scale)
     scaler = torch.amp.GradScaler(device.type) if cfg.trainer.precision == "fp16" else None
@@ -133,9 +135,8 @@ def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device:
                             models.setting(cfg.optimizer, "clip_grad_value", None))
     stepper = Stepper(model, Trainables(module, optimizer, scheduler, scaler), batch_step, settings)
     stepper.schedule_varies = getattr(scheduler, "varies", True)
-    sampler = L.ResumableDistributedSampler(len(splits.train), plan.world_size, rank, shuffle=True,
-                                            seed=cfg.trainer.seed)
     return Components(cfg=cfg, plan=plan, rank=rank, device=device, model=model, module=module,
                       optimizer=optimizer, scheduler=scheduler, scaler=scaler, stepper=stepper, splits=splits,
-                      loader_settings=L.LoaderSettings(cfg.data, device.type == "cuda"), sampler=sampler,
+                      loader_settings=loader_settings, train_source=source,
+                      bad_samples=BadSampleCounter(models.setting(cfg.data, "max_bad_samples", 0)),
                       steps_per_epoch=spe, total_steps=total, batch_step=batch_step, base_lr=base_lr)

@@ -137,9 +137,8 @@ class Loop:
     def train_epoch(self) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
         epoch_start = time.perf_counter()
-        c.sampler.set_epoch(st.epoch)
-        c.sampler.set_start(st.samples_in_epoch)
-        batches = iter(c.train_loader(st.epoch))
+        self.check_resume_position()
+        batches = iter(c.train_loader(st.epoch, st.samples_in_epoch, st.step_in_epoch * c.plan.accumulate))
         while True:
             t0 = time.perf_counter()
             group = next_group(batches, c.plan.accumulate)
@@ -158,6 +157,15 @@ class Loop:
         self.call("on_epoch_end", st.epoch)
         if st.epoch >= cfg.trainer.max_epochs:
             self.stop(StopKind.MAX_EPOCHS)
+
+    def check_resume_position(self) -> None:
+        """A stream that cannot continue its epoch exactly (dealt to another layout) starts it again."""
+        st = self.state
+        problem = st.samples_in_epoch and self.c.train_source.resume_problem(st.data_position)
+        if problem:
+            self.r.event(st.step, "data_resume", f"resuming at the start of epoch {st.epoch + 1}, not mid-epoch: "
+                                                 f"{problem}; its first {st.samples_in_epoch} samples are seen again")
+            st.step_in_epoch = st.samples_in_epoch = 0
 
     def train_step(self, micro: List, data_seconds: float) -> None:
         c, r, st, cfg = self.c, self.r, self.state, self.c.cfg
@@ -268,6 +276,7 @@ class Loop:
         self.pause()
         r.progress(st.step, "checkpoint")
         st.monitors = self.callback_states()
+        st.data_position = c.train_source.position(st.epoch, st.step_in_epoch * c.plan.accumulate)
         payload = S.capture(c.trainables, st, c.plan.world_size, best_model=self.best_weights)
         if payload is not None:
             if S.weights_finite(c.module):
