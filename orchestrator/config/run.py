@@ -151,6 +151,10 @@ class HealthConfig:
     nan_policy: str = "stop"
     # With nan_policy=skip: stop after this many non-finite steps in a row.
     max_consecutive_skips: int = 10
+    # Warn once (terminal and TensorBoard) when a rank waits for its next batch for more than this
+    # share of its step time (worker/<rank>/data_wait_pct), for input_bound_window_s on end (0: off).
+    input_bound_pct: float = 10.0
+    input_bound_window_s: float = 60.0
 
     def __post_init__(self):
         require(self.layer_stats_every_n_steps >= 0, "health.layer_stats_every_n_steps", "must be >= 0",
@@ -163,6 +167,10 @@ class HealthConfig:
         require_choice("health.nan_policy", self.nan_policy, {"stop", "skip"})
         require(self.max_consecutive_skips >= 1, "health.max_consecutive_skips", "must be >= 1",
                 self.max_consecutive_skips)
+        require(0.0 <= self.input_bound_pct <= 100.0, "health.input_bound_pct", "must be in [0, 100] (0: off)",
+                self.input_bound_pct)
+        require(self.input_bound_window_s > 0, "health.input_bound_window_s", "must be > 0",
+                self.input_bound_window_s)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -30,6 +30,7 @@ from orchestrator.driver.gang_runner import GangRunner
 from orchestrator.policy.outcomes import RunFailed, RunStatus
 from orchestrator.driver.progress import ProgressView
 from orchestrator.driver.recorder import MetricsObserver, Recorder
+from orchestrator.policy.input_bound import InputBoundMonitor
 from orchestrator.driver.signals import interrupts_call
 from orchestrator.driver.supervisor import StopSignal
 from orchestrator.driver.tensorboard_sink import TensorBoardSink, flatten
@@ -129,7 +130,7 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
         # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
         with RaySession(cfg.cluster) as session, interrupt_handler(stop, view):
             data_seconds, tb = preparing.result()
-            recorder = Recorder(tb, view, observer=observer)
+            recorder = Recorder(tb, view, observer=observer, input_bound=InputBoundMonitor.from_config(cfg))
             recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
                                         "ray_start_s": session.seconds})
             begin_recording(recorder, setup)

@@ -11,6 +11,7 @@ from orchestrator.driver.progress import ProgressView
 from orchestrator.records import (CheckpointRecord, EventRecord, FirstStepInfo, HistogramRecord, MetricsRecord,
                                   PlanInfo, Record, StartupInfo)
 from orchestrator.driver.tensorboard_sink import TensorBoardSink
+from orchestrator.policy.input_bound import TAG as INPUT_BOUND_TAG, InputBoundMonitor
 
 MetricsObserver = Callable[[int, Dict[str, float]], None]
 
@@ -28,8 +29,9 @@ class RunLog:
 
 
 class Recorder:
-    def __init__(self, tb: TensorBoardSink, view: ProgressView, observer: Optional[MetricsObserver] = None):
-        self.tb, self.view, self.observer = tb, view, observer
+    def __init__(self, tb: TensorBoardSink, view: ProgressView, observer: Optional[MetricsObserver] = None,
+                 input_bound: Optional[InputBoundMonitor] = None):
+        self.tb, self.view, self.observer, self.input_bound = tb, view, observer, input_bound
         self.log = RunLog()
         self.handlers: Dict[type, Callable[[Any], None]] = {
             MetricsRecord: self.on_metrics, EventRecord: self.on_event, HistogramRecord: self.on_histograms,
@@ -48,8 +50,19 @@ class Recorder:
             if step >= self.log.last_step.get(key, -1):
                 self.log.last[key], self.log.last_step[key] = value, step
         self.view.metrics(step, values)
+        if self.input_bound is not None:
+            self.watch_input(step, values)
         if self.observer is not None:
             self.observer(step, values)
+
+    def watch_input(self, step: int, values: Dict[str, float]) -> None:
+        """Per-rank data waits, timed by the driver's clock as they arrive (about once a second)."""
+        notice = self.input_bound.observe(time.monotonic(), values)
+        if notice is None:
+            return
+        self.tb.scalars(step, {INPUT_BOUND_TAG: notice.value}, replayable=False)
+        if notice.message:
+            self.event(step, "input_bound", notice.message)
 
     def on_histograms(self, record: HistogramRecord) -> None:
         for tag, histogram in record.histograms.items():

@@ -116,3 +116,26 @@ class NeverRestart:
 
     def decide(self, failure, history):
         return Decision(Action.RAISE, self.reason)
+
+
+class SleepyDataset(torch.utils.data.Dataset):
+    """Each sample takes a while to read (a slow disk or bucket): the run is input-bound."""
+
+    def __init__(self, inner, delay_s: float):
+        self.inner, self.delay_s = inner, delay_s
+        self.num_classes = getattr(inner, "num_classes", None)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.inner[index]
+
+
+def sleepy_blobs(delay_s: float = 0.005, num_rows: int = 1600):
+    """Blobs whose training samples are slow to read; validation is fast (it does not count as step time)."""
+    train, val = blobs(num_rows)
+    return SleepyDataset(train, delay_s), val
