@@ -12,6 +12,7 @@ from orchestrator.components.schedulers import (ConstantSchedulerConfig, CosineS
                                                 SchedulerConfig, StepSchedulerConfig)
 from orchestrator.data.builtin import (DataConfig, DigitsConfig, MNISTConfig,  # noqa: F401
                                        SyntheticClassificationConfig, SyntheticRegressionConfig, TextConfig)
+from orchestrator.data.file_schemas import ImageFolderConfig, ParquetConfig, WebDatasetConfig  # noqa: F401
 from orchestrator.config.run import (ChaosConfig, CheckpointConfig, ClusterConfig, EarlyStoppingConfig,  # noqa: F401
                                      HealthConfig, OverfittingConfig, StoppingConfig, TrainerConfig)
 from orchestrator.config.scaling import FailureConfig, FaultToleranceConfig, ScalingConfig  # noqa: F401

@@ -79,6 +79,8 @@ def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> D
     count = len(history) + 1
     if is_config_error(failure):
         return Decision(Action.RAISE, "a configuration error: restarting cannot fix it")
+    if is_bad_data(failure):
+        return Decision(Action.RAISE, "bad data (the message names the file): restarting cannot fix it")
     if failure.kind == Kind.EXCEPTION and any(f.signature == failure.signature for f in history):
         return Decision(Action.RAISE, f"the same exception came back at the same step ({failure.error_type} at "
                                       f"step {failure.step}): a bug, not a fault; not restarting again")
@@ -92,6 +94,11 @@ def is_config_error(failure: Failure) -> bool:
     the workers know): the run stops with its one-line message and exit 2, like a config error found
     on the driver."""
     return failure.kind == Kind.EXCEPTION and failure.error_type == "ConfigError"
+
+
+def is_bad_data(failure: Failure) -> bool:
+    """A sample that cannot be read, or more skipped than data.max_bad_samples (data/bad_samples.py)."""
+    return failure.kind == Kind.EXCEPTION and failure.error_type == "BadDataError"
 
 
 class FailurePolicy(Protocol):

@@ -139,3 +139,25 @@ def sleepy_blobs(delay_s: float = 0.005, num_rows: int = 1600):
     """Blobs whose training samples are slow to read; validation is fast (it does not count as step time)."""
     train, val = blobs(num_rows)
     return SleepyDataset(train, delay_s), val
+
+
+class RecordIds:
+    """A step that writes the sample ids of each training batch (column 0 of the features) to
+    ``ids_dir/rank<r>.txt`` and trains on the other columns."""
+
+    def __init__(self, ids_dir: str):
+        self.ids_dir = ids_dir
+
+    def __call__(self, model, batch):
+        import os
+
+        import torch.distributed as dist
+
+        x, y = batch
+        if model.training:
+            rank = dist.get_rank() if dist.is_initialized() else 0
+            with open(os.path.join(self.ids_dir, f"rank{rank}.txt"), "a") as out:
+                out.write(" ".join(str(int(i)) for i in x[:, 0].tolist()) + "\n")
+        x = x.clone()
+        x[:, 0] = 0.0
+        return nn.functional.cross_entropy(model(x), y)

@@ -7,7 +7,7 @@ of raw samples and the loader's prefetch), whatever the size of the data.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info

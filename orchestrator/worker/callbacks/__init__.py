@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import List
 
 from orchestrator import config as C
+from orchestrator.components.models import setting
+from orchestrator.worker.callbacks.bad_samples import BadSampleReport
 from orchestrator.worker.callbacks.base import Callback
 from orchestrator.worker.callbacks.schedule import Chaos, CheckpointSchedule, GradientHealth
 from orchestrator.worker.callbacks.stopping import BestModel, EarlyStopping, OverfittingSignal
@@ -26,6 +28,8 @@ def built_in(cfg: C.Config, module, keeps_records: bool, has_test_split: bool) -
         callbacks.append(OverfittingSignal(s.overfitting.patience, s.overfitting.stop))
     if s.early.monitor:
         callbacks.append(EarlyStopping(s.early.monitor, s.early.mode, s.early.patience, s.early.min_delta))
+    if setting(cfg.data, "on_bad_sample", "fail") == "skip":
+        callbacks.append(BadSampleReport(cfg.trainer.log_every_n_steps))
     callbacks.append(CheckpointSchedule(cfg.checkpoint))
     if s.test_best:
         callbacks.append(TestEvaluation(best))
