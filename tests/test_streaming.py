@@ -207,3 +207,15 @@ def test_an_image_folder_without_class_folders_is_a_config_error(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(ConfigError, match="no class folders"):
         ImageFolder(str(tmp_path / "flat")).check()
+
+
+def test_any_fsspec_url_works_like_a_folder(files):
+    """An in-memory fsspec filesystem stands in for an object store (s3://, gs://: same code path)."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for f in sorted((files / "pq").glob("*.parquet"))[:4]:
+        memory.pipe(f"/bucket/table/{f.name}", f.read_bytes())
+    split = ready(Parquet("memory://bucket/table", features=["id"], val_fraction=0.0)).train
+    assert split.index.urls[0].startswith("memory://") and len(split) == 4 * PER_SHARD
+    assert sorted(i for b in epoch_ids(split, 0, 1, 0) for i in b) == list(range(4 * PER_SHARD))
