@@ -204,13 +204,14 @@ def non_finite_flag(grads: List[torch.Tensor], grad_norm: Optional[torch.Tensor]
     """1.0 if any element of any gradient is NaN or Inf, else 0.0; a device tensor (no host sync).
 
     One fused reduction over all gradients (torch._foreach_norm inside get_total_norm): a NaN that
-    arises anywhere in backward is seen, not only one that reaches a chosen tensor. The max-norm
-    cannot overflow, so it is non-finite only when an element is; the 2-norm is used when it is
-    computed anyway (it can overflow only for gradients near float32's limit, which is no loss).
+    arises anywhere in backward is seen, not only one that reaches a chosen tensor. The 2-norm, not the
+    max-norm: on CPU torch's foreach max-norm takes ~0.9 ms for a 110k-parameter MLP against ~0.09 ms
+    (torch 2.13; a third of a small model's step). The 2-norm can overflow only for gradient elements
+    above ~1e19, which health.exploding_above reports long before; such a step is then skipped.
     """
     if not grads:
         return torch.zeros((), device=device)
-    norm = grad_norm if grad_norm is not None else torch.nn.utils.get_total_norm(grads, norm_type=float("inf"))
+    norm = grad_norm if grad_norm is not None else torch.nn.utils.get_total_norm(grads)
     return (~torch.isfinite(norm)).float()
 
 
