@@ -124,6 +124,19 @@ def test_a_dataset_object_trains_two_workers_and_a_mid_epoch_resume_restarts_the
     assert read_scalars(run_dir / "tb")["train/loss"][-1][0] == 20
 
 
+@pytest.mark.ray
+@pytest.mark.parametrize("overrides,message", [
+    (["data.dataset=tests.user_project.ray_datasets.not_a_dataset"],
+     r"^data\.dataset: tests\.user_project\.ray_datasets\.not_a_dataset\(\) returned list, not a ray\.data\.Dataset"),
+    (["data.dataset=tests.user_project.ray_datasets.blobs", "data.label_column=colour"],
+     r"^data\.label_column: no column 'colour' in data\.dataset \(columns: x, label, id\)"),
+])
+def test_a_bad_dataset_fails_as_a_config_error_before_any_worker_starts(ray_session, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        orchestrator.run([*COLUMNS, *overrides], run_dir=tmp_path, show_progress=False)
+    assert json.loads((tmp_path / "summary.json").read_text())["workers"] == []  # no gang was started
+
+
 def steps_per_rank(folder):
     return [json.loads((folder / f"rank{rank}.json").read_text())["steps"] for rank in (0, 1)]
 
