@@ -67,9 +67,10 @@ def test_a_dataset_that_cannot_be_called_fails_before_ray_starts(dataset, messag
 
 # ----------------------------------------------------------------------------- on Ray
 @pytest.mark.ray
-def test_streaming_split_gives_each_rank_equal_disjoint_rows_reshuffled_every_epoch(ray_session):
+def test_streaming_split_gives_each_rank_equal_disjoint_rows_in_another_order_every_epoch(ray_session):
     data = RayDataset(ray_datasets.blobs(rows=513), "tests.user_project.ray_datasets.val_blobs",
-                      feature_columns=["x", "id"], label_column="label", num_classes=2).to_workers()
+                      feature_columns=["x", "id"], label_column="label", num_classes=2,
+                      shuffle="blocks").to_workers()  # the run below shuffles locally (the default)
     assert data.info.input_shape == (9,) and data.info.num_classes == 2
     assert data.info.sizes == {"train": 513, "val": 128}
 
