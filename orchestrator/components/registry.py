@@ -16,6 +16,7 @@ from orchestrator.components import metrics as M, models, optimizers, schedulers
 from orchestrator.components.spec import Spec
 from orchestrator.config.errors import ConfigError
 from orchestrator.data import builtin
+from orchestrator.data.ray_data_schema import GivenDataset, RayDataConfig, is_ray_dataset
 
 OWN_KEYS = {"model": models.OWN_KEYS, "optimizer": optimizers.OWN_KEYS, "data": builtin.OWN_KEYS}
 OWN_CHECKS = {"model": models.check_own_keys, "optimizer": optimizers.check_own_keys,
@@ -100,4 +101,9 @@ def user_objects(cfg: Any, objects: Dict[str, Any]) -> None:
             raise ConfigError(f"{section}: not a component section (one of {list(SECTIONS)})")
         current = getattr(cfg, section)
         own = {k: models.setting(current, k, None) for k in OWN_KEYS.get(section, ())}
-        setattr(cfg, section, {"_target_": obj, **{k: v for k, v in own.items() if v is not None}})
+        own = {k: v for k, v in own.items() if v is not None}
+        if section == "data" and is_ray_dataset(obj):  # not a callable: it becomes data=ray_data's dataset
+            base = current if isinstance(current, RayDataConfig) else RayDataConfig(**own)
+            setattr(cfg, section, dataclasses.replace(base, dataset=GivenDataset(obj)))
+            continue
+        setattr(cfg, section, {"_target_": obj, **own})

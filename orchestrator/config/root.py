@@ -90,6 +90,9 @@ def task_of(data: Any) -> Optional[str]:
     name = builtin_name(data, builtin.SCHEMAS)
     if name is None:
         return None
+    explicit = getattr(data, "task", None)  # data=parquet says it (auto: known once the workers read it)
+    if explicit is not None:
+        return None if explicit == "auto" else explicit
     return builtin.TASKS.get(name, "classification")
 
 

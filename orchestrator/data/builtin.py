@@ -21,8 +21,9 @@ from orchestrator.data.schemas import (OWN_KEYS, SCHEMAS as ARRAY_SCHEMAS, TASKS
                                        DataConfig, DigitsConfig, MNISTConfig, SyntheticClassificationConfig,
                                        SyntheticRegressionConfig, TextConfig, check_own_keys)
 from orchestrator.data.file_schemas import FILE_SCHEMAS
+from orchestrator.data.ray_data_schema import RayDataConfig
 
-SCHEMAS = ARRAY_SCHEMAS + FILE_SCHEMAS
+SCHEMAS = ARRAY_SCHEMAS + FILE_SCHEMAS + [RayDataConfig]
 
 
 def load(cfg) -> DataBundle:

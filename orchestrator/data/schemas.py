@@ -155,4 +155,5 @@ class TextConfig(ArrayDataConfig):
 
 SCHEMAS = [DigitsConfig, MNISTConfig, SyntheticClassificationConfig, SyntheticRegressionConfig, TextConfig]
 # What each built-in is for (checked against the model and loss on the driver).
-TASKS = {"text": "language", "synthetic_regression": "regression"}
+# None: known only once the workers see the data (the Ray Data path).
+TASKS = {"text": "language", "synthetic_regression": "regression", "ray_data": None}
