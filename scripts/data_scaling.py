@@ -119,6 +119,7 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per run")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between memory samples")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 100 steps: a smoke run")
+    parser.add_argument("--report-from", default=None, help="only rewrite the .md and .png from this .json")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.steps = "0.02,0.05", 100
@@ -129,6 +130,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = "python scripts/data_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_from:
+        saved = json.loads(Path(args.report_from).read_text())
+        args.steps, args.object_store_mb, args.interval = saved["steps"], saved["object_store_mb"], saved["interval"]
+        return report([ScalingRow(**r) for r in saved["rows"]], Path(args.out), saved["command"], args)
     work = Path(args.work_dir)
     rows = []
     for plan in plan_sizes(args.size_list):
@@ -147,7 +152,14 @@ def main(argv=None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "data_scaling.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    (out / "data_scaling.json").write_text(json.dumps(
+        {"command": command, "steps": args.steps, "object_store_mb": args.object_store_mb, "interval": args.interval,
+         "rows": [asdict(r) for r in rows]}, indent=1))
+    return report(rows, out, command, args)
+
+
+def report(rows: list, out: Path, command: str, args) -> int:
+    out.mkdir(parents=True, exist_ok=True)
     chart(rows, out / "data_scaling.png")
     write_report(rows, out / "data_scaling.md", command, args)
     print(markdown_table(rows))

@@ -65,12 +65,15 @@ def chart(rows: Sequence[ScalingRow], path: Path) -> None:
                             xycoords=("data", "axes fraction"), color=colors[name], rotation=90, fontsize=8)
     left.set_title("peak memory per Ray worker (larger rank)")
     right.set_title("driver and whole job")
+    sizes = sorted({r.gigabytes for r in rows})
     for ax in (left, right):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{g:g}" for g in sizes])
+        ax.set_ylim(bottom=0)  # flat or growing is seen against zero
         ax.set_xlabel("dataset size, GiB of float32 features")
         ax.set_ylabel("MiB")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
