@@ -119,6 +119,7 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per run")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between memory samples")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 100 steps: a smoke run")
+    parser.add_argument("--paths", default="streaming,shared", help="which paths to run (streaming, shared)")
     parser.add_argument("--report-from", default=None, help="only rewrite the .md and .png from this .json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         print(f"[{plan.gigabytes:g} GiB] writing {plan.rows:,} rows ({plan.files} Parquet files + IDX) ...",
               end=" ", flush=True)
         print(f"{write_data(plan, data_dir):.0f} s", flush=True)
-        for path in PATHS:
+        for path in (p for p in PATHS if p.split()[0] in args.paths):
             skip = shared_path_fits(plan, psutil.virtual_memory().available) if path == SHARED else None
             row = ScalingRow(path, plan.gigabytes, skip) if skip else run_job(path, plan, data_dir, args)
             rows.append(row)
