@@ -45,13 +45,16 @@ class ParquetRows:
         return x, (y.astype(np.float32) if self.regression else y.astype(np.int64))
 
     def decode(self, raw: Any) -> Any:
-        import torch
-
-        x, y = raw
-        return torch.from_numpy(x), torch.as_tensor(y)
+        return raw  # numpy rows; stack_rows makes each batch's tensors at once (not two per sample)
 
     def describe(self, url: str, raw: Any) -> str:
         return url
+
+
+def stack_rows(rows: List[tuple]) -> tuple:
+    import torch
+
+    return torch.from_numpy(np.stack([x for x, _ in rows])), torch.from_numpy(np.array([y for _, y in rows]))
 
 
 def feature_matrix(column) -> np.ndarray:
@@ -106,6 +109,9 @@ class Parquet(ShardedData):
 
     def is_regression(self) -> bool:
         return self.task == "regression" or (self.task == "auto" and self.label_max is None)
+
+    def collate(self):
+        return stack_rows
 
     def reader(self) -> ParquetRows:
         return ParquetRows(self.label, self.features, self.is_regression())

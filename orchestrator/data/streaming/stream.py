@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from orchestrator.data.bad_samples import bad_sample, collate_counted
+from orchestrator.data.bad_samples import BadSample, bad_sample, collate_counted
 from orchestrator.data.streaming import plan as P
 
 
@@ -94,19 +94,13 @@ class ShardStream(IterableDataset):
                 yield marker
 
     def decoded(self, shard: int, raw: Any) -> Any:
-        if not _is_raw(raw):
-            return raw  # already a bad-sample marker
+        if isinstance(raw, BadSample):
+            return raw  # the rest of an unreadable shard
         try:
             return self.settings.reader.decode(raw)
         except Exception as err:  # noqa: BLE001
             return bad_sample(self.settings.on_bad_sample,
                               self.settings.reader.describe(self.index.urls[shard], raw), err)
-
-
-def _is_raw(item: Any) -> bool:
-    from orchestrator.data.bad_samples import BadSample
-
-    return not isinstance(item, BadSample)
 
 
 class EvalStream(IterableDataset):
