@@ -122,3 +122,10 @@ def test_root_cause_of_a_single_failure_is_itself():
 ])
 def test_collective_errors_are_recognised(error_type, message, expected):
     assert is_collective_error(exception(message=message, error_type=error_type)) is expected
+
+
+def test_bad_data_is_not_restarted_whatever_the_budget():
+    """A corrupt file is as corrupt after a restart (data/bad_samples.py raises BadDataError)."""
+    bad = Failure(Kind.EXCEPTION, 1, 40, "data: cannot read /d/shard-3.tar sample 17: ...", error_type="BadDataError")
+    decision = decide(bad, [], max_failures=5)
+    assert decision.action == Action.RAISE and "bad data" in decision.reason
