@@ -6,29 +6,32 @@ Ray must bring to the nodes first (nothing, our files, or a pip install).
 Why these numbers (the bounds are fail-safes: too short kills a healthy start, too long only delays
 the error a broken one deserves, so each errs on the long side):
 
-* Placement (``scaling.placement_timeout_s``): 30 s + 0.1 s per worker. Waiting for a placement group
-  is waiting for the cluster to *have* the resources; Ray's GCS reserves all bundles in one two-phase
-  commit across the nodes, a few ms per bundle (scripts/start_bounds.py measures it), so the size term
-  is small. Ray Train v2 waits a flat 60 s for the same thing (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
-  ray/train/v2/_internal/constants.py); 30 s was ours, and stays the bound of a small gang. Clusters
-  that must first scale up want an explicit, longer value.
-* Actor start (``scaling.actor_start_timeout_s``): 120 s + 1 s per worker, plus the shipping.
-  Each worker is a new process that imports torch (seconds on a busy node). A raylet starts at most
-  min(cores, CPUs) worker processes at once (``maximum_startup_concurrency``, ray/_private/services.py),
-  so ranks that share a node start in waves: linear in the ranks per node, which we do not know before
-  placement, hence linear in the world size. Shipped files (``cluster.working_dir``/``py_modules``, and
-  our own packages when joining a cluster) are downloaded and unpacked once per node before its first
-  worker starts: +60 s. A pip install (``cluster.pip``) builds a virtualenv per node: +600 s, Ray's own
-  runtime-env setup bound (RuntimeEnvConfig.setup_timeout_seconds defaults to 600), so we never give up
-  on an install Ray itself still allows.
-* Rendezvous (``scaling.rendezvous_timeout_s``): 120 s + 0.5 s per worker. Every rank connects to rank
-  0's TCP store; with gloo each rank then connects to every other rank through addresses exchanged in
-  that store (N-1 pairs per rank, N^2 store operations on one server), NCCL bootstraps through it too:
-  linear per rank. torchrun waits far longer by default (the c10d rendezvous join_timeout is 600 s,
-  torch/distributed/elastic/rendezvous/dynamic_rendezvous.py; LaunchConfig's legacy rdzv_timeout 900 s,
-  torch/distributed/launcher/api.py) because its wait also covers nodes that are still booting, which for
-  us is the placement's job. The rendezvous also never waits longer than ``failure.collective_timeout_s``:
-  that is torch.distributed's own timeout for init_process_group, which would fail the join first.
+* Placement (``scaling.placement_timeout_s``): 30 s + 0.1 s per worker. Waiting for a placement group is
+  waiting for the cluster to *have* the resources; Ray's GCS reserves all bundles in one two-phase commit
+  across the nodes: 256 bundles were ready in 0.085 s on one node here (scripts/start_bounds.py,
+  scripts/results/2026-12-01/start_bounds.md), so the size term is small. Ray Train v2 waits a flat 60 s for
+  the same thing (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, ray/train/v2/_internal/constants.py); 30 s was
+  ours, and stays the bound of a small gang. Clusters that must first scale up want an explicit, longer
+  value.
+* Actor start (``scaling.actor_start_timeout_s``): 120 s + 1 s per worker, plus the shipping. Each worker is
+  a new process that imports torch (seconds on a busy node). A raylet starts at most min(cores, CPUs) worker
+  processes at once (``maximum_startup_concurrency``, ray/_private/services.py), so ranks that share a node
+  start in waves: linear in the ranks per node, which we do not know before placement, hence linear in the
+  world size (measured here: 2 s for 1 worker, 13 s for 16 sharing 2 busy cores, about 0.75 s per extra
+  worker; a start far from 120 s). Shipped files (``cluster.working_dir``/``py_modules``, and our own
+  packages when joining a cluster) are downloaded and unpacked once per node before its first worker starts:
+  +60 s. A pip install (``cluster.pip``) builds a virtualenv per node: +600 s, Ray's own runtime-env setup
+  bound (RuntimeEnvConfig.setup_timeout_seconds defaults to 600), so we never give up on an install Ray
+  itself still allows.
+* Rendezvous (``scaling.rendezvous_timeout_s``): 120 s + 0.5 s per worker. Every rank connects to rank 0's
+  TCP store; with gloo each rank then connects to every other rank through addresses exchanged in that store
+  (N-1 pairs per rank, N^2 store operations on one server), NCCL bootstraps through it too: linear per rank
+  (under 1 s for 16 gloo ranks here). torchrun waits far longer by default (the c10d rendezvous join_timeout
+  is 600 s, torch/distributed/elastic/rendezvous/dynamic_rendezvous.py; LaunchConfig's legacy rdzv_timeout
+  900 s, torch/distributed/launcher/api.py) because its wait also covers nodes that are still booting, which
+  for us is the placement's job. The rendezvous also never waits longer than
+  ``failure.collective_timeout_s``: that is torch.distributed's own timeout for init_process_group, which
+  would fail the join first.
 """
 
 from __future__ import annotations
