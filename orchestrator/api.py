@@ -59,7 +59,7 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
     from orchestrator.checkpoint.store import CorruptCheckpoint
     from orchestrator.driver.cluster import ClusterJoinError
     from orchestrator.driver.launcher import RunDirInUse, RunFailed, launch
-    from orchestrator.driver.worker_group import PlacementTimeout
+    from orchestrator.driver.worker_group import PlacementTimeout, RendezvousTimeout, WorkerStartTimeout
 
     try:
         if cfg.search.kind != "none":
@@ -76,7 +76,8 @@ def run_frozen(cfg: C.Config, run_dir: Path, command_start: Optional[float] = No
             raise  # the operating system's, not one of ours (they name their key): not a config error
         print(f"\nConfiguration error: {err}", file=sys.stderr)
         return 2
-    except (RunFailed, PlacementTimeout, CorruptCheckpoint, ClusterJoinError) as err:
+    except (RunFailed, PlacementTimeout, WorkerStartTimeout, RendezvousTimeout, CorruptCheckpoint,
+            ClusterJoinError) as err:  # a start-up bound names the key to raise: no traceback needed
         print(f"\nRun failed: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C: everything was torn down, without a final checkpoint

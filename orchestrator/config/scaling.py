@@ -20,8 +20,16 @@ class ScalingConfig:
     cpus_per_worker: int = 1
     gpus_per_worker: int = 0
     placement_strategy: str = "PACK"
-    # Fail if the cluster cannot hold the gang within this many seconds.
-    placement_timeout_s: float = 30.0
+    # Bounds on starting a gang, in seconds (null: derived from the gang size and from what must be
+    # shipped to the nodes; the formulas and why are in orchestrator/policy/start_bounds.py).
+    # Fail if the cluster cannot hold the gang within this long (null: 30 + 0.1 per worker).
+    placement_timeout_s: Optional[float] = None
+    # Every worker process started and answering (null: 120 + 1 per worker, +60 when files are
+    # shipped to a cluster, +600 when cluster.pip must install).
+    actor_start_timeout_s: Optional[float] = None
+    # Every rank joined the process group (null: 120 + 0.5 per worker; never longer than
+    # failure.collective_timeout_s, torch's own bound on the join).
+    rendezvous_timeout_s: Optional[float] = None
 
     def __post_init__(self):
         require(self.num_workers >= 1, "scaling.num_workers", "must be >= 1", self.num_workers)
@@ -32,8 +40,9 @@ class ScalingConfig:
         # one GPU, and a second GPU in a worker would sit idle).
         require(self.gpus_per_worker in (0, 1), "scaling.gpus_per_worker", "must be 0 or 1", self.gpus_per_worker)
         require_choice("scaling.placement_strategy", self.placement_strategy, STRATEGIES)
-        require(self.placement_timeout_s > 0, "scaling.placement_timeout_s", "must be > 0",
-                self.placement_timeout_s)
+        for key in ("placement_timeout_s", "actor_start_timeout_s", "rendezvous_timeout_s"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"scaling.{key}", "must be > 0 or null (derived)", value)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from orchestrator.attempt import AttemptArgs
 from orchestrator.checkpoint.store import CheckpointStore
 from orchestrator.policy.outcomes import Outcome
 from orchestrator.policy.plan import AttemptPlan, GangRequest
+from orchestrator.policy.start_bounds import start_bounds
 from orchestrator.driver.recorder import Recorder
 from orchestrator.driver.supervisor import StopSignal, Supervisor
 from orchestrator.driver.worker_group import WorkerGroup
@@ -41,10 +42,13 @@ class GangRunner:
             ray.kill(self.sink)
 
     def start(self, request: GangRequest) -> WorkerGroup:
-        cfg = self.cfg
-        scaling = dataclasses.replace(cfg.scaling, placement_timeout_s=request.placement_timeout_s)
-        return WorkerGroup.start(scaling, cfg.cluster, request.world_size, cfg.failure.collective_timeout_s,
-                                 use_gpus=cfg.trainer.device != "cpu")
+        cfg, size, collective_s = self.cfg, request.world_size, self.cfg.failure.collective_timeout_s
+        # The request's placement bound (the policy's: scaling.placement_timeout_s, derived per size, or
+        # failure.restart_wait_s after a failure), the others from the config.
+        bounds = dataclasses.replace(start_bounds(cfg.scaling, cfg.cluster, size, collective_s),
+                                     placement=request.placement_bound())
+        return WorkerGroup.start(cfg.scaling, cfg.cluster, size, collective_s,
+                                 use_gpus=cfg.trainer.device != "cpu", bounds=bounds)
 
     def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[bytes]) -> Outcome:
         """One attempt: train on this gang until it finishes, fails or is stopped; always release it."""

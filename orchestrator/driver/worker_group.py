@@ -1,7 +1,8 @@
 """A gang of worker actors: one placement group, deterministic ranks, one rendezvous.
 
 Every wait here has a bound and a named error: placement (the cluster cannot
-hold the gang), actor start, and the process-group rendezvous.
+hold the gang), actor start, and the process-group rendezvous. The bounds come from
+``scaling.*_timeout_s`` or are derived from the gang size (orchestrator/policy/start_bounds.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator import config as C
 from orchestrator.attempt import Rendezvous
+from orchestrator.policy.start_bounds import Bound, StartBounds, start_bounds
 
 if TYPE_CHECKING:
     from orchestrator.attempt import AttemptArgs
@@ -35,8 +37,6 @@ class RendezvousTimeout(RuntimeError):
     pass
 
 
-ACTOR_START_TIMEOUT_S = 120.0   # process start + importing torch on a busy node
-RENDEZVOUS_TIMEOUT_S = 120.0
 # Served concurrently with `run`: poll, request_stop, stacks.
 WORKER_CONCURRENCY = 4
 
@@ -97,17 +97,19 @@ class WorkerGroup:
 
     @classmethod
     def start(cls, scaling: C.ScalingConfig, cluster: C.ClusterConfig, size: int, collective_timeout_s: float,
-              use_gpus: bool = True) -> "WorkerGroup":
-        """Only the scaling and cluster sections: how many workers, what each needs, where the network is."""
+              use_gpus: bool = True, bounds: Optional[StartBounds] = None) -> "WorkerGroup":
+        """Only the scaling and cluster sections: how many workers, what each needs, where the network is.
+        ``bounds``: how long each phase may take (None: from the config, derived where it says null)."""
+        bounds = bounds or start_bounds(scaling, cluster, size, collective_timeout_s)
         timings: Dict[str, float] = {}
-        pg = reserve(scaling, size, timings)
+        pg = reserve(scaling, size, bounds.placement, timings)
         actors: List[Any] = []
         try:
             actors = create_actors(scaling, pg, size)
-            infos = wait_for_actors(actors, timings)
+            infos = wait_for_actors(actors, bounds.actor_start, timings)
             order = rank_order(infos)
             actors, infos = [actors[i] for i in order], [infos[i] for i in order]
-            rendezvous(actors, infos, collective_timeout_s, timings, use_gpus=use_gpus,
+            rendezvous(actors, infos, collective_timeout_s, bounds, timings, use_gpus=use_gpus,
                        gloo_ifname=cluster.gloo_socket_ifname)
         except BaseException:
             release(actors, pg)  # teardown in one place, also after a failed start
@@ -122,17 +124,17 @@ class WorkerGroup:
         release(self.actors, self.pg)
 
 
-def reserve(scaling: C.ScalingConfig, size: int, timings: Dict[str, float]):
+def reserve(scaling: C.ScalingConfig, size: int, bound: Bound, timings: Dict[str, float]):
     t0 = time.perf_counter()
     bundle = bundle_for(scaling)
     pg = placement_group([dict(bundle) for _ in range(size)], strategy=scaling.placement_strategy)
-    ready, _ = ray.wait([pg.ready()], timeout=scaling.placement_timeout_s)
+    ready, _ = ray.wait([pg.ready()], timeout=bound.seconds)
     if not ready:
         remove_placement_group(pg)
         raise PlacementTimeout(
             f"the cluster cannot hold the gang: asked for {size} workers x {bundle} "
-            f"(strategy {scaling.placement_strategy}), waited {scaling.placement_timeout_s:g}s "
-            f"(scaling.placement_timeout_s).\nThe cluster has:\n{describe_cluster()}")
+            f"(strategy {scaling.placement_strategy}), waited {bound.describe()}."
+            f"\nThe cluster has:\n{describe_cluster()}")
     timings["placement_s"] = time.perf_counter() - t0
     return pg
 
@@ -152,35 +154,47 @@ def create_actors(scaling: C.ScalingConfig, pg, size: int) -> List[Any]:
     ]
 
 
-def wait_for_actors(actors: List[Any], timings: Dict[str, float]) -> List[WorkerInfo]:
+def wait_for_actors(actors: List[Any], bound: Bound, timings: Dict[str, float]) -> List[WorkerInfo]:
     t0 = time.perf_counter()
     refs = [a.describe.remote() for a in actors]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=ACTOR_START_TIMEOUT_S)
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bound.seconds)
     if pending:
-        raise WorkerStartTimeout(f"{len(pending)} of {len(actors)} workers did not start within "
-                                 f"{ACTOR_START_TIMEOUT_S:g}s")
+        raise WorkerStartTimeout(
+            f"{len(pending)} of {len(actors)} workers did not start within {bound.describe()}; still starting: "
+            f"worker(s) {which(refs, pending)}. Their resources are reserved, so the process start, the torch "
+            f"import or the runtime_env (cluster.working_dir, py_modules, pip) is slow or failing on their "
+            f"node.\nThe cluster has:\n{describe_cluster()}")
     infos = ray.get(refs)
     timings["actor_start_s"] = time.perf_counter() - t0
     return infos
 
 
-def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, timings: Dict[str, float],
-               use_gpus: bool = True, gloo_ifname: Optional[str] = None) -> None:
+def rendezvous(actors: List[Any], infos: List[WorkerInfo], timeout_s: float, bounds: StartBounds,
+               timings: Dict[str, float], use_gpus: bool = True, gloo_ifname: Optional[str] = None) -> None:
     """Rank 0 hosts the TCP store; ``timeout_s`` is also torch.distributed's collective timeout.
     ``gloo_ifname``: cluster.gloo_socket_ifname (null: each worker picks the interface of its node IP)."""
     t0 = time.perf_counter()
     master_addr = infos[0].node_ip
-    master_port = ray.get(actors[0].free_port.remote(master_addr), timeout=ACTOR_START_TIMEOUT_S)
+    master_port = ray.get(actors[0].free_port.remote(master_addr), timeout=bounds.actor_start.seconds)
     devices = shared_cuda_devices(infos, use_gpus)
     refs = [a.join.remote(Rendezvous(rank, len(actors), master_addr, master_port, timeout_s, devices[rank], gloo_ifname))
             for rank, a in enumerate(actors)]
-    bound = min(timeout_s, RENDEZVOUS_TIMEOUT_S)
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bound)
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bounds.rendezvous.seconds)
     if pending:
-        raise RendezvousTimeout(f"{len(pending)} of {len(actors)} workers did not join the process group at "
-                                f"{master_addr}:{master_port} within {bound:g}s")
+        raise RendezvousTimeout(
+            f"{len(pending)} of {len(actors)} workers did not join the process group at {master_addr}:{master_port} "
+            f"within {bounds.rendezvous.describe()}; not joined: rank(s) {which(refs, pending)} (can they reach "
+            f"{master_addr}:{master_port}? cluster.gloo_socket_ifname picks the interface)")
     ray.get(refs)  # surfaces a join error (e.g. NCCL missing)
     timings["process_group_s"] = time.perf_counter() - t0
+
+
+def which(refs: List[Any], pending: List[Any], shown: int = 16) -> str:
+    """The positions of the pending refs, the first ``shown`` of them (a message must stay short at 256)."""
+    waiting = set(pending)
+    indices = [i for i, ref in enumerate(refs) if ref in waiting]
+    more = f" and {len(indices) - shown} more" if len(indices) > shown else ""
+    return ", ".join(map(str, indices[:shown])) + more
 
 
 def release(actors: List[Any], pg) -> None:

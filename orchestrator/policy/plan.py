@@ -6,10 +6,11 @@ failure.elastic_batch and the waits) is the default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Protocol
 
 from orchestrator import config as C
+from orchestrator.policy.start_bounds import Bound, placement_s
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class GangRequest:
     """Ask for a gang of this size, waiting at most this long for the cluster to hold it."""
     world_size: int
     placement_timeout_s: float
+    # Where the bound came from, for the error that says which key to raise (not part of the request).
+    placement_key: str = field(default="scaling.placement_timeout_s", compare=False)
+    derived: str = field(default="", compare=False)   # how it was derived ("" when set)
+
+    def placement_bound(self) -> Bound:
+        return Bound(self.placement_timeout_s, self.placement_key, self.derived)
 
 
 class ScalingPolicy(Protocol):
@@ -44,7 +51,7 @@ class ElasticPolicy:
     accumulate: int              # trainer.accumulate_grad_batches
     elastic_batch: str           # keep_global_batch | scale_lr
     restart_wait_s: float        # after a failure: how long to wait for the full gang
-    placement_timeout_s: float   # any other gang
+    placement_timeout_s: Optional[float]   # any other gang (None: derived from its size)
 
     @classmethod
     def from_config(cls, cfg: C.Config) -> "ElasticPolicy":
@@ -60,11 +67,16 @@ class ElasticPolicy:
     def gang_requests(self, attempt: int) -> List[GangRequest]:
         """First start: the full gang within scaling.placement_timeout_s. After a failure: wait up to
         failure.restart_wait_s for the full gang, then (elastic, scaling.min_workers) the
-        largest gang that fits, each within scaling.placement_timeout_s."""
+        largest gang that fits, each within scaling.placement_timeout_s (null: derived per size)."""
         if attempt == 0:
-            return [GangRequest(self.num_workers, self.placement_timeout_s)]
-        return [GangRequest(size, max(self.restart_wait_s, 1.0) if size == self.num_workers
-                            else self.placement_timeout_s) for size in self.sizes()]
+            return [self.placed_within_timeout(self.num_workers)]
+        return [GangRequest(size, max(self.restart_wait_s, 1.0), "failure.restart_wait_s")
+                if size == self.num_workers else self.placed_within_timeout(size) for size in self.sizes()]
+
+    def placed_within_timeout(self, size: int) -> GangRequest:
+        if self.placement_timeout_s is not None:
+            return GangRequest(size, self.placement_timeout_s)
+        return GangRequest(size, placement_s(size), derived=f"{size} workers")
 
     def plan(self, attempt: int, world_size: int) -> AttemptPlan:
         """Full-size gangs run as configured. A smaller (elastic) gang either accumulates more
