@@ -230,7 +230,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
                   failure_message: Optional[str]) -> Dict[str, Any]:
     log = recorder.log if recorder else None
     last = dict(log.last) if log else {}
-    metrics = {k: v for k, v in last.items() if not k.startswith(("worker/", "startup/", "fault/"))}
+    metrics = {k: v for k, v in last.items() if not k.startswith(("worker/", "workers/", "startup/", "fault/"))}
     timing = dict(log.timing) if log else {}
     if log and log.first_step_unix_per_attempt:
         timing["first_step_unix"] = log.first_step_unix_per_attempt[0]

@@ -83,7 +83,7 @@ class RayReporter(Reporter):
 
 
 class Worker:
-    def __init__(self, index: int, cpus: int):
+    def __init__(self, index: int, cpus: float):
         self.index = index
         self.cpus = cpus
         self.rank: Optional[int] = None
@@ -91,7 +91,7 @@ class Worker:
         self.local_device_index: Optional[int] = None
         self.reporter = Reporter(rank=-1, keeps_records=False)
         self.train_thread: Optional[int] = None
-        torch.set_num_threads(cpus)  # like torchrun's OMP_NUM_THREADS: one worker, its own cores
+        torch.set_num_threads(max(1, int(cpus)))  # like torchrun's OMP_NUM_THREADS: one worker, its own cores
 
     # ----------------------------------------------------------------- placement and rendezvous
     def describe(self) -> WorkerInfo:
