@@ -72,6 +72,10 @@ class RunPaths:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    @property
+    def hang_reports(self) -> Path:
+        return self.root / "hang_reports"
+
 
 @dataclass
 class RunSetup:
@@ -172,7 +176,7 @@ def begin_recording(recorder: Recorder, setup: RunSetup) -> None:
 
 def run_controller(cfg: C.Config, recorder: Recorder, setup: RunSetup, stop: StopSignal) -> RunStatus:
     """The attempts of the run, driven by the controller on a gang runner that owns the Ray side."""
-    with GangRunner(cfg, recorder, stop).opened(setup.data, setup.store) as gangs:
+    with GangRunner(cfg, recorder, stop, setup.paths.hang_reports).opened(setup.data, setup.store) as gangs:
         context = RunContext(cfg, recorder, setup.store, stop, resumed_from=setup.resume)
         return Controller(context, gangs).run()
 

@@ -195,7 +195,8 @@ class Worker:
         """Python stacks of this worker's threads, the training thread first (for hang reports)."""
         frames = sys._current_frames()
         names = {t.ident: t.name for t in threading.enumerate()}
-        order = sorted(frames, key=lambda ident: ident != self.train_thread)
+        answering = threading.get_ident()  # the thread serving this call: the same everywhere, noise in a report
+        order = sorted((ident for ident in frames if ident != answering), key=lambda ident: ident != self.train_thread)
         parts = []
         for ident in order:
             label = "training thread" if ident == self.train_thread else names.get(ident, str(ident))
