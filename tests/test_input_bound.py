@@ -169,3 +169,16 @@ def text_tags(tb_dir):
     acc = EventAccumulator(str(tb_dir), size_guidance={"tensors": 0})
     acc.Reload()
     return set(acc.Tags()["tensors"])
+
+
+def test_above_the_per_rank_threshold_the_monitor_follows_the_most_waiting_rank():
+    # A large gang logs the distribution only: which rank waits most may change from flush to flush.
+    monitor = InputBoundMonitor(InputBoundDetector(10.0, 2.0), LoaderKnobs(num_workers=0))
+    flushes = [{"workers/data_wait_pct/max": 60.0, "workers/most_waiting_rank": float(rank)} for rank in (3, 9, 41)]
+    assert data_waits(flushes[0]) == {-1: 60.0}
+    notices = [monitor.observe(float(t), values) for t, values in enumerate(flushes)]
+    assert notices[:2] == [None, None]
+    assert notices[2].value == 1.0
+    assert "the most-waiting rank, rank 41 in the latest flush, waited 60%" in notices[2].message
+    calm = [monitor.observe(float(t), {"workers/data_wait_pct/max": 2.0}) for t in range(3, 6)]
+    assert calm == [None, None, Notice(0.0)]

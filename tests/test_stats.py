@@ -84,3 +84,30 @@ def test_throughput_leaves_out_the_warm_up_and_the_pauses(monkeypatch):
     clock["now"] += 1.0
     t.step_done(100)
     assert t.samples_per_sec == pytest.approx(100.0)
+
+
+def flush_with_distinct_ranks(rank: int, world: int):
+    """Rank r: loss 1 + r per term, r + 1 correct, steps of (r + 1) ms; rank 2 votes to stop."""
+    stats = StepStats(CPU, has_accuracy=True)
+    times = {"data_s": 0.0001 * (rank + 1), "compute_s": 0.0, "optimizer_s": 0.0, "step_s": 0.001 * (rank + 1)}
+    for _ in range(2):
+        stats.add(torch.tensor((1.0 + rank) * 8), torch.tensor(rank + 1), 8, 8, times)
+    stats.close_row(2, 0.1, None)
+    flush = stats.flush(stop_vote=rank == 2)
+    return flush, stats.rows_per_flush
+
+
+def test_three_ranks_reduce_to_the_same_rows_and_only_rank_zero_gathers_timings():
+    from tests.gloo import run_ranks
+
+    results = run_ranks(3, flush_with_distinct_ranks)
+    (row,) = results[0][0].rows
+    assert (row.loss, row.loss_max_rank, row.samples, row.steps) == (pytest.approx(2.0), 3.0, 48, 2)
+    assert row.accuracy == pytest.approx(2 * (1 + 2 + 3) / 48)
+    reduced = [[(r.loss, r.loss_max_rank, r.accuracy, r.samples, r.steps) for r in flush.rows] for flush, _ in results]
+    assert reduced[0] == reduced[1] == reduced[2] and all(flush.stop for flush, _ in results)  # identical everywhere
+    assert [pace for _, pace in results] == [MAX_ROWS] * 3  # from the slowest rank's 3 ms: the same on every rank
+    assert all(flush.slowest_step_s == pytest.approx(0.003) for flush, _ in results)
+    assert results[0][0].per_rank["step_s"] == pytest.approx([0.001, 0.002, 0.003])
+    assert results[0][0].per_rank["data_s"] == pytest.approx([0.0001, 0.0002, 0.0003])
+    assert results[1][0].per_rank == {} and results[2][0].per_rank == {}

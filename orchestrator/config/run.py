@@ -64,6 +64,9 @@ class TrainerConfig:
     loss: Optional[str] = None
     # Reduce metrics across ranks and report them every N optimizer steps (a sync point).
     log_every_n_steps: int = 10
+    # Gangs of up to this many ranks get TensorBoard tags per rank (worker/<rank>/step_ms, ...); larger
+    # ones the distribution across ranks (workers/step_ms/{min,median,p90,max}) and the slowest ranks' ids.
+    per_rank_metrics_up_to: int = 16
     # Validate every N optimizer steps; null validates at the end of every epoch.
     val_every_n_steps: Optional[int] = None
     # Micro-batches per optimizer step; all-reduce only on the last one (DDP no_sync).
@@ -90,6 +93,8 @@ class TrainerConfig:
                 self.loss)
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", "must be >= 1",
                 self.log_every_n_steps)
+        require(self.per_rank_metrics_up_to >= 0, "trainer.per_rank_metrics_up_to",
+                "must be >= 0 (0: always the distribution across ranks)", self.per_rank_metrics_up_to)
         require(self.val_every_n_steps is None or self.val_every_n_steps >= 1,
                 "trainer.val_every_n_steps", "must be >= 1 or null", self.val_every_n_steps)
         require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", "must be >= 1",

@@ -17,7 +17,8 @@ class ScalingConfig:
     # Elastic training: continue with as few as min_workers when the cluster shrank
     # (null: always wait for num_workers).
     min_workers: Optional[int] = None
-    cpus_per_worker: int = 1
+    # A fraction below 1 packs several small workers per core (tests, world-size sweeps on one machine).
+    cpus_per_worker: float = 1
     gpus_per_worker: int = 0
     placement_strategy: str = "PACK"
     # Bounds on starting a gang, in seconds (null: derived from the gang size and from what must be
@@ -35,7 +36,9 @@ class ScalingConfig:
         require(self.num_workers >= 1, "scaling.num_workers", "must be >= 1", self.num_workers)
         require(self.min_workers is None or 1 <= self.min_workers <= self.num_workers, "scaling.min_workers",
                 f"must be null or in [1, scaling.num_workers={self.num_workers}]", self.min_workers)
-        require(self.cpus_per_worker >= 1, "scaling.cpus_per_worker", "must be >= 1", self.cpus_per_worker)
+        # Ray's rule: a fraction only below 1, whole numbers above.
+        require(0 < self.cpus_per_worker < 1 or float(self.cpus_per_worker).is_integer() and self.cpus_per_worker >= 1,
+                "scaling.cpus_per_worker", "must be a fraction in (0, 1) or a whole number >= 1", self.cpus_per_worker)
         # DDP runs one process per device: a worker has no GPU or exactly one (NCCL refuses two ranks on
         # one GPU, and a second GPU in a worker would sit idle).
         require(self.gpus_per_worker in (0, 1), "scaling.gpus_per_worker", "must be 0 or 1", self.gpus_per_worker)

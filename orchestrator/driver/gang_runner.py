@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Optional
 
 import ray
@@ -23,8 +24,9 @@ from orchestrator.driver.worker_group import WorkerGroup
 
 
 class GangRunner:
-    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal):
+    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal, hang_dumps: Optional[Path] = None):
         self.cfg, self.recorder, self.stop = cfg, recorder, stop
+        self.hang_dumps = hang_dumps  # where a hang's full stack dump is written
         self.shared_data = None
         self.sink = None
 
@@ -56,7 +58,7 @@ class GangRunner:
             self.record_gang(group, plan.attempt)
             view = self.recorder.view
             supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.failure,
-                                    warn=lambda m: view.message(m, style="yellow"))
+                                    warn=lambda m: view.message(m, style="yellow"), dump_dir=self.hang_dumps)
             args = AttemptArgs(self.cfg, self.shared_data.for_attempt(plan.world_size), plan, ray.put(resume) if resume is not None else None,
                                self.sink)
             outcome = supervisor.watch(group.run(args))

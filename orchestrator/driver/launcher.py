@@ -72,6 +72,10 @@ class RunPaths:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    @property
+    def hang_reports(self) -> Path:
+        return self.root / "hang_reports"
+
 
 @dataclass
 class RunSetup:
@@ -172,7 +176,7 @@ def begin_recording(recorder: Recorder, setup: RunSetup) -> None:
 
 def run_controller(cfg: C.Config, recorder: Recorder, setup: RunSetup, stop: StopSignal) -> RunStatus:
     """The attempts of the run, driven by the controller on a gang runner that owns the Ray side."""
-    with GangRunner(cfg, recorder, stop).opened(setup.data, setup.store) as gangs:
+    with GangRunner(cfg, recorder, stop, setup.paths.hang_reports).opened(setup.data, setup.store) as gangs:
         context = RunContext(cfg, recorder, setup.store, stop, resumed_from=setup.resume)
         return Controller(context, gangs).run()
 
@@ -230,7 +234,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
                   failure_message: Optional[str]) -> Dict[str, Any]:
     log = recorder.log if recorder else None
     last = dict(log.last) if log else {}
-    metrics = {k: v for k, v in last.items() if not k.startswith(("worker/", "startup/", "fault/"))}
+    metrics = {k: v for k, v in last.items() if not k.startswith(("worker/", "workers/", "startup/", "fault/"))}
     timing = dict(log.timing) if log else {}
     if log and log.first_step_unix_per_attempt:
         timing["first_step_unix"] = log.first_step_unix_per_attempt[0]

@@ -8,6 +8,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import ray
@@ -15,6 +16,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from orchestrator import config as C
 from orchestrator.policy.failure import Failure, Kind, TrainingError, root_cause
+from orchestrator.policy.hang_report import NO_STACK, RankState, full_dump, hang_report, likely_culprit
 from orchestrator.records import Heartbeat, Record
 from orchestrator.policy.outcomes import AttemptStatus, Outcome
 from orchestrator.policy.watchdog import UNIT_PHASES, Watchdog
@@ -54,6 +56,7 @@ class Supervisor:
     stop: StopSignal
     limits: C.FailureConfig  # hang_timeout_s, phase_timeout_s, graceful_stop_s
     warn: Callable[[str], None] = print
+    dump_dir: Optional[Path] = None  # where a hang's full stack dump goes (the run dir's hang_reports/)
     heartbeats: Dict[int, Heartbeat] = field(default_factory=dict, init=False)
 
     def watch(self, run_refs: List[ray.ObjectRef]) -> Outcome:
@@ -151,19 +154,34 @@ class Supervisor:
     def hang_failure(self, watchdog: Watchdog, now: float) -> Failure:
         ranks = watchdog.stalest(list(range(self.group.size)), now)
         stacks = self.collect_stacks()
-        lines = []
-        for rank in ranks:
-            info = self.group.infos[rank]
-            idle = watchdog.idle_for(rank, now)
-            idle_text = f"{idle:.0f}s" if idle is not None else "since start"
-            lines.append(f"rank {rank} (node {info.node_ip}, pid {info.pid}): no progress for {idle_text}, "
-                         f"{self.phase_text(rank, now)}\n"
-                         f"{indent(stacks.get(rank, '(no stack: worker unresponsive)'))}")
-        # The first line (the failure's signature and summary) names the phase the likeliest culprit is in.
+        states = [RankState(rank, self.rank_detail(rank, watchdog, now), stacks.get(rank, NO_STACK)) for rank in ranks]
+        dump = self.write_dump(full_dump(states))
+        # The first line (the failure's signature and summary) names the likeliest culprit (the odd
+        # stack out, else the stalest rank) and its phase.
+        culprit = likely_culprit(states)
         message = (f"no progress on any rank for {self.limits.hang_timeout_s:g}s (failure.hang_timeout_s); "
-                   f"rank {ranks[0]} {self.phase_text(ranks[0], now)}")
-        return Failure(Kind.HANG, None, self.last_step(), message=message, traceback="\n".join(lines),
-                       detected_at=now)
+                   f"rank {culprit} {self.phase_text(culprit, now)}")
+        return Failure(Kind.HANG, None, self.last_step(), message=message,
+                       traceback=hang_report(states, str(dump) if dump else None), detected_at=now)
+
+    def rank_detail(self, rank: int, watchdog: Watchdog, now: float) -> str:
+        info = self.group.infos[rank]
+        idle = watchdog.idle_for(rank, now)
+        idle_text = f"{idle:.0f}s" if idle is not None else "since start"
+        return f"node {info.node_ip}, pid {info.pid}: no progress for {idle_text}, {self.phase_text(rank, now)}"
+
+    def write_dump(self, text: str) -> Optional[Path]:
+        """Every rank's stack to a file in the run dir (the report itself is cut to a size limit)."""
+        if self.dump_dir is None:
+            return None
+        path = self.dump_dir / f"hang-step{self.last_step()}-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+        try:
+            self.dump_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as err:
+            self.warn(f"could not write the hang's stack dump to {path} ({err})")
+            return None
+        return path
 
     def phase_text(self, rank: int, now: float) -> str:
         hb = self.heartbeats.get(rank)
@@ -198,7 +216,3 @@ def death_message(text: str) -> str:
 
 def first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line for line in text.splitlines())

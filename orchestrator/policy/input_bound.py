@@ -6,6 +6,10 @@ rank's step time spent waiting for its next batch. A rank whose wait stays above
 the detector warn, once. It warns again only after the run has been calm (no rank above the
 threshold) for a full window too, so a wait that hovers around the threshold does not repeat the
 warning every few seconds. Time is whatever clock the caller feeds in (the tests feed numbers).
+
+Above ``trainer.per_rank_metrics_up_to`` ranks there are no per-rank waits, only their distribution:
+the detector then follows the most-waiting rank, whichever it is (``workers/data_wait_pct/max``),
+as one streak, and the warning names the rank that waited most in the latest flush.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from typing import Dict, Mapping, Optional, Union
 
 from orchestrator import config as C
 from orchestrator.components.models import setting
+from orchestrator.worker.rank_metrics import DATA_WAIT_MAX, MOST_WAITING_RANK
 
 WAIT_KEY = re.compile(r"^worker/(\d+)/data_wait_pct$")
 MAX_RANKS_NAMED = 4  # beyond this the message counts the other ranks instead of listing them
 TAG = "data/input_bound"  # 1 when the warning starts, 0 when the run is calm again
+MOST_WAITING = -1  # the streak key above per_rank_metrics_up_to ranks: the most-waiting rank, whichever
 
 
 @dataclass(frozen=True)
@@ -102,12 +108,15 @@ class InputBoundDetector:
 
 
 def data_waits(values: Mapping[str, float]) -> Dict[int, float]:
-    """worker/<rank>/data_wait_pct scalars of one metrics record, by rank."""
+    """worker/<rank>/data_wait_pct scalars of one metrics record, by rank; for a large gang, the
+    highest wait across ranks under the key MOST_WAITING."""
     waits = {}
     for key, value in values.items():
         match = WAIT_KEY.match(key)
         if match:
             waits[int(match.group(1))] = float(value)
+    if not waits and DATA_WAIT_MAX in values:
+        waits[MOST_WAITING] = float(values[DATA_WAIT_MAX])
     return waits
 
 
@@ -127,9 +136,10 @@ class LoaderKnobs:
                    pin_memory=setting(cfg.data, "pin_memory", None), device=cfg.trainer.device)
 
 
-def advice(bound: InputBound, knobs: LoaderKnobs) -> str:
+def advice(bound: InputBound, knobs: LoaderKnobs, most_waiting: Optional[int] = None) -> str:
     """One line: which ranks waited how much, and which settings to raise."""
-    named = [f"rank {rank} waited {pct:.0f}%" for rank, pct in list(bound.waits.items())[:MAX_RANKS_NAMED]]
+    named = [f"{rank_text(rank, most_waiting)} waited {pct:.0f}%"
+             for rank, pct in list(bound.waits.items())[:MAX_RANKS_NAMED]]
     more = len(bound.waits) - len(named)
     ranks = ", ".join(named) + (f" (and {more} more ranks)" if more > 0 else "")
     prefetch = knobs.prefetch_factor if knobs.prefetch_factor is not None else "2, torch's default"
@@ -139,6 +149,13 @@ def advice(bound: InputBound, knobs: LoaderKnobs) -> str:
     if knobs.pin_memory is False and knobs.device != "cpu":
         knob_text += "; on GPU set data.pin_memory=true"
     return (f"input-bound: {ranks} of each step for data over the last {bound.span_s:.0f} s; {knob_text}")
+
+
+def rank_text(rank: int, most_waiting: Optional[int]) -> str:
+    if rank != MOST_WAITING:
+        return f"rank {rank}"
+    now = f", rank {most_waiting} in the latest flush" if most_waiting is not None else ""
+    return f"the most-waiting rank{now},"
 
 
 # ----------------------------------------------------------------------------- what the recorder uses
@@ -168,7 +185,8 @@ class InputBoundMonitor:
             return None
         verdict = self.detector.observe(time_s, waits)
         if isinstance(verdict, InputBound):
-            return Notice(1.0, advice(verdict, self.knobs))
+            most_waiting = int(values[MOST_WAITING_RANK]) if MOST_WAITING_RANK in values else None
+            return Notice(1.0, advice(verdict, self.knobs, most_waiting))
         if isinstance(verdict, Calm):
             return Notice(0.0)
         return None

@@ -83,7 +83,7 @@ class RayReporter(Reporter):
 
 
 class Worker:
-    def __init__(self, index: int, cpus: int):
+    def __init__(self, index: int, cpus: float):
         self.index = index
         self.cpus = cpus
         self.rank: Optional[int] = None
@@ -91,7 +91,7 @@ class Worker:
         self.local_device_index: Optional[int] = None
         self.reporter = Reporter(rank=-1, keeps_records=False)
         self.train_thread: Optional[int] = None
-        torch.set_num_threads(cpus)  # like torchrun's OMP_NUM_THREADS: one worker, its own cores
+        torch.set_num_threads(max(1, int(cpus)))  # like torchrun's OMP_NUM_THREADS: one worker, its own cores
 
     # ----------------------------------------------------------------- placement and rendezvous
     def describe(self) -> WorkerInfo:
@@ -195,7 +195,8 @@ class Worker:
         """Python stacks of this worker's threads, the training thread first (for hang reports)."""
         frames = sys._current_frames()
         names = {t.ident: t.name for t in threading.enumerate()}
-        order = sorted(frames, key=lambda ident: ident != self.train_thread)
+        answering = threading.get_ident()  # the thread serving this call: the same everywhere, noise in a report
+        order = sorted((ident for ident in frames if ident != answering), key=lambda ident: ident != self.train_thread)
         parts = []
         for ident in order:
             label = "training thread" if ident == self.train_thread else names.get(ident, str(ident))

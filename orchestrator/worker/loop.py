@@ -240,7 +240,7 @@ class Loop:
                 self.stop(StopKind.NON_FINITE, f"non-finite loss at step {row.step}")
             values = row_scalars(row)
             if row is flush.rows[-1]:
-                values.update(flush_scalars(flush, self.samples_per_step))
+                values.update(flush_scalars(flush, self.samples_per_step, self.c.cfg.trainer.per_rank_metrics_up_to))
             r.metrics(row.step, values)
             self.window.add(row)
         if flush.stop:

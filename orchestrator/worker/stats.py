@@ -3,12 +3,14 @@
 Between log steps the loss and the correct-prediction count stay device
 tensors (adding them is asynchronous on a GPU); counts and timings are plain
 Python numbers. A log step only *closes a row* (one small stack, no
-communication). Rows are reduced together by one ``all_gather`` once enough
-have piled up to fill about ``FLUSH_TARGET_S`` seconds of training, so logging
-every step costs one small collective per second instead of one per step, and
-every step still gets its own point. The number of rows per flush comes from
-reduced (identical) step times, so every rank flushes at the same step. A
-flush also carries the "stop" vote, so all ranks leave the loop together.
+communication). Rows are reduced together once enough have piled up to fill
+about ``FLUSH_TARGET_S`` seconds of training, so logging every step costs a few
+small collectives per second instead of per step, and every step still gets its
+own point. A flush sends O(rows) numbers per rank whatever the world size: the
+sums and maxima are all-reduced (identical on every rank), and only four timing
+means per rank are gathered, to rank 0, which reports them. The number of rows
+per flush comes from the reduced slowest step time, so every rank flushes at the
+same step. A flush also carries the "stop" vote, so all ranks leave the loop together.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Dict, List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
+
+from orchestrator.worker.rank_metrics import rank_scalars
 
 FLUSH_TARGET_S = 1.0   # reduce about once a second
 MAX_ROWS = 64
@@ -50,6 +54,7 @@ HOST_FIELDS = tuple(f.name for f in fields(HostCounters))
 FIELDS = DEVICE_FIELDS + HOST_FIELDS + ("stop",)
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 TIMES = ("data_s", "compute_s", "optimizer_s", "step_s")
+SUMMED = ("loss_sum", "correct", "count", "samples")  # then a custom step's metric sums
 host_row = attrgetter(*HOST_FIELDS)  # HostCounters -> its values in HOST_FIELDS order
 
 
@@ -70,8 +75,10 @@ class RowMetrics:
 @dataclass
 class Flush:
     rows: List[RowMetrics] = field(default_factory=list)
-    # Mean seconds per step over the flushed rows, per rank: {"step_s": [rank0, rank1, ...], ...}
+    # Mean seconds per step over the flushed rows, per rank: {"step_s": [rank0, rank1, ...], ...}.
+    # On rank 0 only (the rank that reports); empty on the others.
     per_rank: Dict[str, List[float]] = field(default_factory=dict)
+    slowest_step_s: float = 0.0  # the slowest rank's mean step time, identical on every rank
     grad_norm: Optional[float] = None
     stop: bool = False
 
@@ -156,8 +163,7 @@ class StepStats:
         else:  # nothing to report, but the stop vote still travels
             local = torch.zeros(1, len(FIELDS) + len(self.metric_names), dtype=torch.float64, device=self.device)
         local[:, INDEX["stop"]] = float(stop_vote)
-        table = gather(local)  # (world, rows, fields), on the host
-        result = summarise(table, self.meta, self.has_accuracy, self.metric_names)
+        result = summarise(reduce_across_ranks(local), self.meta, self.has_accuracy, self.metric_names)
         result.grad_norm = self.grad_norm.item() if self.grad_norm is not None else None
         if result.rows:
             self.rows_per_flush = rows_for(result, self.log_every)
@@ -165,41 +171,63 @@ class StepStats:
         return result
 
 
-def gather(local: torch.Tensor) -> torch.Tensor:
+@dataclass
+class Reduced:
+    """One flush's (rows, fields) tables of all ranks, reduced. All on the host."""
+    sums: torch.Tensor       # (rows, SUMMED + metrics): summed over ranks
+    loss_max: torch.Tensor   # (rows,): the highest per-rank mean loss
+    steps: torch.Tensor      # (rows,): the most steps a rank took in the row's window
+    stop: bool
+    slowest_step_s: float
+    per_rank: Optional[torch.Tensor]  # (world, TIMES) mean seconds per step; rank 0 only
+
+
+def reduce_across_ranks(local: torch.Tensor) -> Reduced:
+    """Collective (3 small ones): sums and maxima all-reduced, per-rank timing means gathered to rank 0."""
+    rows = local.shape[0]
+    sums = torch.cat([local[:, [INDEX[name] for name in SUMMED]], local[:, len(FIELDS):]], dim=1)
+    timings = torch.stack([local[:, INDEX[key]].sum() for key in TIMES]) / local[:, INDEX["steps"]].sum().clamp(min=1)
+    maxima = torch.cat([local[:, INDEX["loss_sum"]] / local[:, INDEX["count"]].clamp(min=1), local[:, INDEX["steps"]],
+                        local[:, INDEX["stop"]].max().view(1), timings[TIMES.index("step_s")].view(1)])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
+    sums, maxima = sums.cpu(), maxima.cpu()
+    return Reduced(sums=sums, loss_max=maxima[:rows], steps=maxima[rows:2 * rows], stop=bool(maxima[-2] > 0),
+                   slowest_step_s=float(maxima[-1]), per_rank=gather_to_rank_zero(timings))
+
+
+def gather_to_rank_zero(values: torch.Tensor) -> Optional[torch.Tensor]:
+    """(world, len(values)) on rank 0, None elsewhere: O(world) numbers, and only where they are reported."""
     if not (dist.is_available() and dist.is_initialized()):
-        return local.unsqueeze(0).cpu()
-    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, local)
-    return torch.stack(parts).cpu()
+        return values.unsqueeze(0).cpu()
+    parts = [torch.empty_like(values) for _ in range(dist.get_world_size())] if dist.get_rank() == 0 else None
+    dist.gather(values, parts, dst=0)
+    return torch.stack(parts).cpu() if parts is not None else None
 
 
-def summarise(table: torch.Tensor, meta: List[RowMeta], has_accuracy: bool, metric_names: List[str] = ()) -> Flush:
-    """(world, rows, fields) -> per-row global figures and per-rank step timings, all at once."""
-    col = {name: table[:, :, i] for name, i in INDEX.items()}
-    stop = bool(col["stop"].max().item() > 0)
+def summarise(reduced: Reduced, meta: List[RowMeta], has_accuracy: bool, metric_names: List[str] = ()) -> Flush:
+    """Reduced tables -> per-row global figures and (on rank 0) per-rank step timings."""
     if not meta:
-        return Flush(stop=stop)
-    count = col["count"].sum(0).clamp(min=1)
-    loss = (col["loss_sum"].sum(0) / count).tolist()
-    loss_max = (col["loss_sum"] / col["count"].clamp(min=1)).max(0).values.tolist()
-    accuracy = (col["correct"].sum(0) / count).tolist() if has_accuracy else [None] * len(meta)
-    samples = col["samples"].sum(0).tolist()
-    steps = col["steps"].max(0).values.tolist()
-    metric_means = {name: (table[:, :, len(FIELDS) + j].sum(0) / count).tolist()
-                    for j, name in enumerate(metric_names)}
+        return Flush(stop=reduced.stop)
+    col = {name: reduced.sums[:, i] for i, name in enumerate(SUMMED)}
+    count = col["count"].clamp(min=1)
+    loss = (col["loss_sum"] / count).tolist()
+    accuracy = (col["correct"] / count).tolist() if has_accuracy else [None] * len(meta)
+    samples, steps, loss_max = col["samples"].tolist(), reduced.steps.tolist(), reduced.loss_max.tolist()
+    metric_means = {name: (reduced.sums[:, len(SUMMED) + j] / count).tolist() for j, name in enumerate(metric_names)}
     rows = [RowMetrics(step=m.step, loss=loss[i], loss_max_rank=loss_max[i], accuracy=accuracy[i],
                        samples=int(samples[i]), steps=int(steps[i]), seconds=m.seconds, lr=m.lr,
                        metrics={name: means[i] for name, means in metric_means.items()})
             for i, m in enumerate(meta)]
-    steps_per_rank = col["steps"].sum(1).clamp(min=1)
-    per_rank = {key: (col[key].sum(1) / steps_per_rank).tolist() for key in TIMES}
-    return Flush(rows=rows, per_rank=per_rank, stop=stop)
+    per_rank = ({key: reduced.per_rank[:, i].tolist() for i, key in enumerate(TIMES)}
+                if reduced.per_rank is not None else {})
+    return Flush(rows=rows, per_rank=per_rank, slowest_step_s=reduced.slowest_step_s, stop=reduced.stop)
 
 
 def rows_for(flush: Flush, log_every: int) -> int:
     """How many rows fill about FLUSH_TARGET_S, from the slowest rank's step time (identical everywhere)."""
-    step_s = max(flush.per_rank["step_s"])
-    seconds_per_row = step_s * log_every
+    seconds_per_row = flush.slowest_step_s * log_every
     if seconds_per_row <= 0:
         return 1
     return max(1, min(MAX_ROWS, int(FLUSH_TARGET_S / seconds_per_row)))
@@ -218,19 +246,13 @@ def row_scalars(row: RowMetrics) -> Dict[str, float]:
     return values
 
 
-def flush_scalars(flush: Flush, samples_per_step: int) -> Dict[str, float]:
-    """Once per flush (about a second): gradient norm, global batch, per-worker step-time split."""
+def flush_scalars(flush: Flush, samples_per_step: int, per_rank_up_to: int = 16) -> Dict[str, float]:
+    """Once per flush (about a second): gradient norm, global batch, the ranks' step-time split
+    (a tag per rank up to ``per_rank_up_to`` ranks, a distribution across ranks above)."""
     values = {"train/global_batch": float(samples_per_step)}
     if flush.grad_norm is not None:
         values["train/grad_norm"] = flush.grad_norm
-    for key, per_rank in flush.per_rank.items():
-        name = key[:-2]  # data_s -> data
-        for rank, seconds_per_step in enumerate(per_rank):
-            values[f"worker/{rank}/{name}_ms"] = 1000.0 * seconds_per_step
-    step_s = flush.per_rank.get("step_s") or []
-    for rank, seconds_per_step in enumerate(step_s):
-        if seconds_per_step > 0:
-            values[f"worker/{rank}/data_wait_pct"] = 100.0 * flush.per_rank["data_s"][rank] / seconds_per_step
+    values.update(rank_scalars(flush.per_rank, per_rank_up_to))
     return values
 
 
