@@ -132,6 +132,19 @@ class CheckpointStore:
                 # Manifest first: a half-deleted checkpoint is never taken for a good one.
                 (self.directory / f"step-{m.step:09d}.json").unlink(missing_ok=True)
                 (self.directory / m.file).unlink(missing_ok=True)
+        if manifests:
+            self.remove_dead_temp_files(manifests[-1].step)
+
+    def remove_dead_temp_files(self, committed_step: int) -> None:
+        """Temporary files of writes that never finished (a crash mid-write). Checkpoints are committed in
+        step order with at most one write in flight, so none at or below the newest committed step is live."""
+        for path in self.directory.glob(".step-*.tmp-*"):
+            try:
+                step = int(path.name.split("-")[1].split(".")[0])
+            except ValueError:
+                continue
+            if step <= committed_step:
+                path.unlink(missing_ok=True)
 
 
 def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[StoredCheckpoint]:
