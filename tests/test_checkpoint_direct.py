@@ -187,3 +187,67 @@ def test_a_crash_in_the_middle_of_an_async_write_leaves_the_previous_checkpoint_
     assert S.load_payload(found.read())["train_state"]["step"] == 10
     store.save(30, S.capture(trainables(), S.TrainState(step=30), 1), epoch=0, metrics={})
     assert not partial.exists(), "the next commit clears a dead write's temporary file"
+
+
+# ----------------------------------------------------------------------------- end to end, on Ray
+RUN = ["model=mlp", "trainer.max_steps=40", "trainer.max_epochs=100", "trainer.log_every_n_steps=5",
+       "checkpoint.every_n_steps=10", "checkpoint.every_epoch=false", "checkpoint.keep_last=10",
+       "failure.restart_wait_s=1"]
+
+
+def final_checkpoint(run_dir: Path):
+    manifests = [json.loads(p.read_text()) for p in sorted((run_dir / "checkpoints").glob("step-*.json"))]
+    payload = S.load_payload((run_dir / "checkpoints" / manifests[-1]["file"]).read_bytes())
+    return manifests, payload
+
+
+def kill_the_writer_of(step: int, folder: Path, proc: subprocess.Popen, seconds: float = 180) -> int:
+    """SIGKILL the worker process writing ``step`` (its pid ends the temp file's name) mid-write."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        for partial in folder.glob(f".step-{step:09d}.pt.tmp-*"):
+            pid = int(partial.name.rsplit("-", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+            return pid
+        time.sleep(0.05)
+    raise TimeoutError(f"no write of step {step} seen within {seconds}s")
+
+
+@pytest.mark.ray
+def test_a_worker_killed_mid_async_write_resumes_from_the_previous_checkpoint_bit_exactly(
+        tmp_path, own_ray_env, ray_session):
+    import orchestrator
+    from tests.helpers import read_scalars, train_command
+
+    crashed = tmp_path / "crashed"
+    env = dict(own_ray_env, **{SLOW_WRITE_ENV: "3"})  # every write stalls 3 s half-way: the kill lands mid-write
+    proc = subprocess.Popen(train_command(crashed, *RUN), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        kill_the_writer_of(20, crashed / "checkpoints", proc)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((crashed / "summary.json").read_text())
+    (restart,) = summary["restarts"]
+    assert restart["kind"] == "worker_died" and restart["resume_step"] == 10, "resumed from the one before"
+    manifests, crashed_state = final_checkpoint(crashed)
+    assert [m["step"] for m in manifests] == [10, 20, 30, 40]
+    assert {m["writer"] for m in manifests} == {"rank0"}, "written by rank 0 itself (auto: one machine)"
+    scalars = read_scalars(crashed / "tb")
+    assert max(v for _, v in scalars["checkpoint/write_ms"]) >= 3000 and "checkpoint/blocked_ms" in scalars
+
+    # The reference: uninterrupted, synchronous, with the bytes sent through the driver (the fallback path).
+    reference = tmp_path / "reference"
+    orchestrator.run(RUN + ["checkpoint.transport=driver", "checkpoint.async_save=false"], run_dir=reference,
+                     show_progress=False)
+    reference_manifests, reference_state = final_checkpoint(reference)
+    assert {m["writer"] for m in reference_manifests} == {"driver"}
+    assert crashed_state["train_state"]["step"] == reference_state["train_state"]["step"] == 40
+    for key, value in reference_state["model"].items():
+        assert torch.equal(crashed_state["model"][key], value), f"{key} differs after the resume"
+    for a, b in zip(crashed_state["optimizer"]["state"].values(), reference_state["optimizer"]["state"].values()):
+        assert all(torch.equal(a[name], b[name]) for name in b), "optimizer state differs after the resume"
