@@ -232,6 +232,7 @@ def test_a_worker_killed_mid_async_write_resumes_from_the_previous_checkpoint_bi
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads((crashed / "summary.json").read_text())
+    assert summary["checkpoints"]["transport"] == {"save": "direct", "restore": "direct"}
     (restart,) = summary["restarts"]
     assert restart["kind"] == "worker_died" and restart["resume_step"] == 10, "resumed from the one before"
     manifests, crashed_state = final_checkpoint(crashed)
