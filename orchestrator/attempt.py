@@ -29,12 +29,19 @@ class AttemptArgs:
     cfg: C.Config
     data: Any                  # the run's DataModule, as sent to the workers (see data/module.py)
     plan: AttemptPlan
-    resume: Any = None         # checkpoint bytes, or an ObjectRef to them (put once, read by every rank)
+    # The checkpoint to start from: a StoredCheckpoint (every worker reads the file from storage), or
+    # its bytes / an ObjectRef to them (put once by the driver, read by every rank): checkpoint/transport.py.
+    resume: Any = None
     sink: Any = None           # the run's RunSink actor: rank 0 reports to it
+    checkpoint_dir: Optional[str] = None  # rank 0 writes its checkpoints here itself (None: sends the bytes)
 
     def resume_payload(self) -> Optional[bytes]:
-        """The checkpoint to start from. Ray resolves only top-level ObjectRef arguments, so a
-        reference inside this record is fetched here."""
+        """The checkpoint to start from, verified against its manifest when read from storage. Ray
+        resolves only top-level ObjectRef arguments, so a reference inside this record is fetched here."""
+        from orchestrator.checkpoint.files import StoredCheckpoint
+
+        if isinstance(self.resume, StoredCheckpoint):
+            return self.resume.read()
         if self.resume is None or isinstance(self.resume, (bytes, bytearray)):
             return self.resume
         import ray

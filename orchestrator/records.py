@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Union
 
+from orchestrator.checkpoint.files import Manifest
+
 
 @dataclass
 class Heartbeat:
@@ -81,7 +83,10 @@ class CheckpointRecord:
     step: int
     epoch: int
     metrics: Dict[str, float]        # the validation metrics the checkpoint is ranked by
-    payload: Optional[bytes] = None  # the bytes travel to the RunSink, which stores them and drops them
+    # checkpoint.transport=driver: the bytes travel to the RunSink, which stores them and drops them.
+    payload: Optional[bytes] = None
+    # Direct: rank 0 wrote the file itself; this is its manifest, which the RunSink commits.
+    manifest: Optional[Manifest] = None
 
 
 Record = Union[MetricsRecord, EventRecord, HistogramRecord, PlanInfo, StartupInfo, FirstStepInfo, CheckpointRecord]

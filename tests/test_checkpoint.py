@@ -29,6 +29,17 @@ def make_store(directory: Path, warnings: List[str] = None, check_payload=None, 
                            warn=(warnings.append if warnings is not None else pytest.fail), check_payload=check_payload)
 
 
+def latest(store: CheckpointStore):
+    """The newest good checkpoint's manifest and its (verified) bytes."""
+    found = store.latest_good()
+    return found.manifest, found.read()
+
+
+def resolved(resume, store: CheckpointStore):
+    found = resolve_resume(resume, store)
+    return found.manifest, found.read()
+
+
 def steps_on_disk(directory: Path):
     pts = sorted(int(p.stem.split("-")[1]) for p in directory.glob("step-*.pt"))
     jsons = sorted(int(p.stem.split("-")[1]) for p in directory.glob("step-*.json"))
@@ -40,9 +51,8 @@ def steps_on_disk(directory: Path):
 def test_save_then_latest_good_round_trips_the_bytes(tmp_path):
     store = make_store(tmp_path / "ckpt")  # created on first save
     manifest = store.save(7, payload(7), epoch=2, metrics={"val/loss": 0.25})
-    found = store.latest_good()
-    assert found is not None
-    got_manifest, data = found
+    assert store.latest_good() is not None
+    got_manifest, data = latest(store)
     assert data == payload(7)
     assert got_manifest == manifest
     assert (manifest.step, manifest.epoch, manifest.metrics) == (7, 2, {"val/loss": 0.25})
@@ -54,7 +64,7 @@ def test_latest_good_is_the_highest_step_not_the_last_written(tmp_path):
     store = make_store(tmp_path)
     for step in (10, 30, 20):
         store.save(step, payload(step), epoch=0, metrics={})
-    manifest, data = store.latest_good()
+    manifest, data = latest(store)
     assert manifest.step == 30 and data == payload(30)
 
 
@@ -91,7 +101,7 @@ def test_damaged_latest_checkpoint_is_reported_and_the_previous_one_returned(tmp
     for step in (1, 2, 3):
         store.save(step, payload(step), epoch=0, metrics={})
     damage(tmp_path / "step-000000003.pt")
-    manifest, data = store.latest_good()
+    manifest, data = latest(store)
     assert manifest.step == 2 and data == payload(2)
     assert len(warnings) == 1 and "step 3" in warnings[0]
 
@@ -120,7 +130,7 @@ def test_unreadable_manifest_is_reported_and_ignored(tmp_path):
     for step in (1, 2):
         store.save(step, payload(step), epoch=0, metrics={})
     (tmp_path / "step-000000002.json").write_text('{"step": 2, "fi')  # torn JSON
-    manifest, data = store.latest_good()
+    manifest, data = latest(store)
     assert manifest.step == 1 and data == payload(1)
     assert any("step-000000002.json" in w for w in warnings)
 
@@ -151,7 +161,7 @@ def test_a_checkpoint_that_passes_its_checksum_but_does_not_load_falls_back_to_t
     store = make_store(tmp_path, warnings, check_payload=S.check_loadable)
     store.save(10, real_checkpoint(10), epoch=0, metrics={})
     store.save(20, unloadable(kind), epoch=0, metrics={})  # its manifest matches: the checksum passes
-    manifest, data = store.latest_good()
+    manifest, data = latest(store)
     assert manifest.step == 10
     assert S.load_payload(data)["train_state"]["step"] == 10
     (warning,) = warnings
@@ -181,7 +191,7 @@ def test_retention_keeps_the_newest_and_the_best_by_lowest_loss(tmp_path):
     save_all(store, "val/loss", [0.9, 0.3, 0.5, 0.7, 0.8, 0.6])
     assert steps_on_disk(tmp_path) == [2, 5, 6]
     assert store.best().step == 2
-    manifest, data = store.latest_good()
+    manifest, data = latest(store)
     assert manifest.step == 6 and data == payload(6)
 
 
@@ -220,7 +230,7 @@ def test_resume_auto_takes_this_runs_newest_good_checkpoint(tmp_path):
     store = make_store(tmp_path)
     for step in (4, 8):
         store.save(step, payload(step), epoch=0, metrics={})
-    manifest, data = resolve_resume("auto", store)
+    manifest, data = resolved("auto", store)
     assert manifest.step == 8 and data == payload(8)
 
 
@@ -234,7 +244,7 @@ def test_resume_from_another_run_takes_its_newest_good_checkpoint(tmp_path, whic
     truncate(other_run / "checkpoints" / "step-000000015.pt")
     this = make_store(tmp_path / "new-run" / "checkpoints", warnings)
     target = other_run if which == "run dir" else other_run / "checkpoints"
-    manifest, data = resolve_resume(str(target), this)
+    manifest, data = resolved(str(target), this)
     assert manifest.step == 10 and data == payload(10)
     assert warnings and "step 15" in warnings[0]
 
@@ -243,7 +253,7 @@ def test_resume_from_a_step_file_takes_exactly_that_checkpoint(tmp_path):
     other = make_store(tmp_path / "old" / "checkpoints")
     for step in (5, 10, 15):
         other.save(step, payload(step), epoch=0, metrics={})
-    manifest, data = resolve_resume(str(tmp_path / "old" / "checkpoints" / "step-000000010.pt"),
+    manifest, data = resolved(str(tmp_path / "old" / "checkpoints" / "step-000000010.pt"),
                                     make_store(tmp_path / "new"))
     assert manifest.step == 10 and data == payload(10)
 

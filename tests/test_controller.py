@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator import config as C
 from orchestrator.driver.controller import Controller, RunContext, State, after_attempt, after_decision
-from orchestrator.checkpoint.store import CheckpointStore, Manifest
+from orchestrator.checkpoint.store import CheckpointStore, Manifest, StoredCheckpoint
 from orchestrator.policy.failure import Action, Decision, Failure, Kind, MaxFailuresPolicy, decide
 from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
 from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, plan_attempt
@@ -120,7 +120,7 @@ class ScriptedGangs:
         self.fits = fits
         self.store = store
         self.requests: List[GangRequest] = []
-        self.runs: List[tuple] = []  # (plan, resume payload) per attempt
+        self.runs: List[tuple] = []  # (plan, resume checkpoint) per attempt
         self.gangs: List[FakeGang] = []
 
     def start(self, request: GangRequest) -> FakeGang:
@@ -130,7 +130,7 @@ class ScriptedGangs:
         self.gangs.append(FakeGang(request.world_size))
         return self.gangs[-1]
 
-    def run(self, gang: FakeGang, plan: AttemptPlan, resume: Optional[bytes]):
+    def run(self, gang: FakeGang, plan: AttemptPlan, resume: Optional[StoredCheckpoint]):
         self.runs.append((plan, resume))
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -172,18 +172,18 @@ def test_a_death_is_recovered_from_the_newest_checkpoint(context):
     controller = Controller(ctx, gangs)
     assert controller.run() is RunStatus.COMPLETED
     assert controller.path == [S.STARTING, S.RUNNING, S.RECOVERING, S.STARTING, S.RUNNING, S.FINISHED]
-    assert [resume for _, resume in gangs.runs] == [None, b"weights at step 8"]
+    assert [resume.read() if resume else None for _, resume in gangs.runs] == [None, b"weights at step 8"]
     assert [plan.attempt for plan, _ in gangs.runs] == [0, 1]
     (restart,) = ctx.recorder.log.restarts
     assert (restart["action"], restart["resume_step"], restart["steps_lost"]) == ("restart", 8, 2)
 
 
 def test_a_restart_without_new_checkpoints_starts_from_the_resumed_one(context):
-    ctx = context(resumed_from=(Manifest(step=3, epoch=0, file="step-000000003.pt", bytes=12, sha256=""),
-                                b"resumed at 3"))
+    resumed = StoredCheckpoint("/elsewhere", Manifest(step=3, epoch=0, file="step-000000003.pt", bytes=12, sha256=""))
+    ctx = context(resumed_from=resumed)
     gangs = ScriptedGangs([failed(step=5), finished()])
     Controller(ctx, gangs).run()
-    assert [resume for _, resume in gangs.runs] == [b"resumed at 3", b"resumed at 3"]
+    assert [resume for _, resume in gangs.runs] == [resumed, resumed]
 
 
 def test_a_nan_stop_fails_the_run_without_a_restart(context):

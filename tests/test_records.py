@@ -39,6 +39,8 @@ def test_the_reporter_builds_typed_records_and_they_survive_pickling():
     reporter.event(1, "overfitting", "val loss rising")
     reporter.checkpoint(1, b"x", {"epoch": 0, "metrics": {}})
     records = pickle.loads(pickle.dumps(reporter.drain()))  # as Ray sends them
+    timing = records.pop(2)  # the checkpoint's own timing comes just before it
+    assert timing.values.keys() == {"checkpoint/blocked_ms", "checkpoint/write_ms"}
     assert records == [MetricsRecord(1, {"train/loss": 2.0}), EventRecord(1, "overfitting", "val loss rising"),
                        CheckpointRecord(1, 0, {}, b"x")]
     heartbeat = pickle.loads(pickle.dumps(Heartbeat(rank=2, step=5, progress=7)))

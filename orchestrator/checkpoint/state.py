@@ -72,8 +72,22 @@ class Trainables:
 
 def capture(objects: Trainables, state: TrainState, world_size: int,
             best_model: Optional[Dict[str, torch.Tensor]] = None) -> Optional[bytes]:
-    """Collective over all ranks; returns the serialized checkpoint on rank 0, None elsewhere. The run's
-    config is not in it: it is the run dir's config.yaml, written by the driver."""
+    """Collective over all ranks; returns the serialized checkpoint on rank 0, None elsewhere."""
+    payload = capture_payload(objects, state, world_size, best_model)
+    return serialize(payload) if payload is not None else None
+
+
+def serialize(payload: Dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def capture_payload(objects: Trainables, state: TrainState, world_size: int,
+                    best_model: Optional[Dict[str, torch.Tensor]] = None) -> Optional[Dict[str, Any]]:
+    """Collective over all ranks; returns the checkpoint's contents on rank 0, None elsewhere. Its model
+    and optimizer tensors are the live ones (``writer.host_copy`` snapshots them). The run's config is
+    not in it: it is the run dir's config.yaml, written by the driver."""
     model, optimizer, scheduler, scaler = objects.model, objects.optimizer, objects.scheduler, objects.scaler
     rngs = gather_to_rank0(rng_state())
     if rngs is None:
@@ -92,9 +106,7 @@ def capture(objects: Trainables, state: TrainState, world_size: int,
         # The best weights so far (only kept when a test split will evaluate them), so a restarted
         # or resumed run still tests the best model, not whatever it ended with.
         payload["best_model"] = best_model
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
+    return payload
 
 
 def weights_finite(model: torch.nn.Module) -> bool:

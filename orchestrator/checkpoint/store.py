@@ -1,14 +1,11 @@
-"""Checkpoint files in the run dir: atomic writes, verified reads, retention.
+"""The checkpoint folder, as the driver sees it: commits, verified reads, retention.
 
-Rank 0 serializes the full state (``state.capture``) and sends the bytes to
-the run's ``RunSink``, a small actor pinned to the driver's node, which writes
-them here: checkpoints reach the driver's storage even when rank 0 runs on
-another node, and are safe as soon as they arrive, even if rank 0 dies a
-moment later.
-
-A checkpoint is ``step-<N>.pt`` plus its manifest ``step-<N>.json`` (size,
-SHA-256, step, metrics). Each file is written to a temporary name, fsynced
-and renamed, data first and manifest last: a crash at any moment leaves
+A checkpoint is ``step-<N>.pt`` plus its manifest ``step-<N>.json`` (size, SHA-256, step,
+metrics); it exists once its manifest does. Two ways in (``transport.py``): rank 0 writes the file
+itself and sends only a manifest record (``commit``: the file must be there with that size), or
+rank 0 sends the bytes and the store writes them (``save``). The run's ``RunSink``, a small actor
+pinned to the driver's node, does either as records arrive, in order. Files are written to a
+temporary name, fsynced and renamed, data first and manifest last: a crash at any moment leaves
 either a complete, verifiable checkpoint or none, never a damaged "latest".
 """
 
@@ -16,43 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from orchestrator import config as C
+from orchestrator.checkpoint.files import (CorruptCheckpoint, Manifest, StoredCheckpoint, check_digest, file_digest,
+                                           write_atomic)
 from orchestrator.checkpoint.state import UnloadableCheckpoint, check_loadable
 
-
-@dataclass
-class Manifest:
-    step: int
-    epoch: int
-    file: str
-    bytes: int
-    sha256: str
-    metrics: Dict[str, float] = field(default_factory=dict)
-    created: float = 0.0
+__all__ = ["CheckpointStore", "CorruptCheckpoint", "Manifest", "StoredCheckpoint", "resolve_resume", "step_file"]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def step_file(step: int) -> str:
+    return f"step-{step:09d}.pt"
 
 
 class CheckpointStore:
@@ -67,11 +42,29 @@ class CheckpointStore:
         self.check_payload = check_payload
 
     def save(self, step: int, payload: bytes, epoch: int, metrics: Dict[str, float]) -> Manifest:
+        """Write the bytes rank 0 sent (checkpoint.transport=driver), then commit them."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"step-{step:09d}"
-        manifest = Manifest(step=step, epoch=epoch, file=f"{name}.pt", bytes=len(payload),
+        manifest = Manifest(step=step, epoch=epoch, file=step_file(step), bytes=len(payload),
                             sha256=hashlib.sha256(payload).hexdigest(), metrics=dict(metrics), created=time.time())
         write_atomic(self.directory / manifest.file, payload)
+        return self.write_manifest(manifest)
+
+    def commit(self, manifest: Manifest) -> Manifest:
+        """A file rank 0 wrote here itself: check it is there with the size it reported (cheap; the
+        checksum is verified whenever it is read), then write its manifest."""
+        path = self.directory / manifest.file
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise CorruptCheckpoint(f"rank 0 reported {manifest.file}, but the driver cannot see it in "
+                                    f"{self.directory} ({err}); set checkpoint.transport=driver, or a "
+                                    "checkpoint.dir every node sees") from None
+        if size != manifest.bytes:
+            raise CorruptCheckpoint(f"{manifest.file}: {size} bytes on storage, rank 0 wrote {manifest.bytes}")
+        return self.write_manifest(manifest)
+
+    def write_manifest(self, manifest: Manifest) -> Manifest:
+        name = Path(manifest.file).stem
         write_atomic(self.directory / f"{name}.json", json.dumps(asdict(manifest), indent=1).encode())
         self.retain()
         return manifest
@@ -87,31 +80,36 @@ class CheckpointStore:
         return sorted(found, key=lambda m: m.step)
 
     def read(self, manifest: Manifest) -> bytes:
-        """The checkpoint's bytes if they match the manifest and load; raises CorruptCheckpoint otherwise.
-
-        A file can pass its checksum and still not load (written by a broken or newer version, or not a
-        checkpoint at all). Every rank would then fail alike, which looks like a bug at the same step and
-        stops the run; checking here instead lets the caller fall back to the previous checkpoint."""
-        path = self.directory / manifest.file
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise CorruptCheckpoint(f"{path.name}: {err}") from None
-        if len(data) != manifest.bytes or hashlib.sha256(data).hexdigest() != manifest.sha256:
-            raise CorruptCheckpoint(f"{path.name}: {len(data)} bytes, checksum does not match its manifest "
-                                    f"({manifest.bytes} bytes expected)")
-        if self.check_payload is not None:
-            try:
-                self.check_payload(path)
-            except UnloadableCheckpoint as err:
-                raise CorruptCheckpoint(f"{path.name}: passes its checksum but does not load ({err})") from None
+        """The checkpoint's bytes if they match the manifest and load; raises CorruptCheckpoint otherwise."""
+        data = StoredCheckpoint(str(self.directory), manifest).read()
+        self.check_loads(manifest)
         return data
 
-    def latest_good(self) -> Optional[Tuple[Manifest, bytes]]:
+    def verify(self, manifest: Manifest) -> StoredCheckpoint:
+        """Like ``read``, without keeping the bytes: the file is hashed in chunks."""
+        try:
+            size, sha256 = file_digest(self.directory / manifest.file)
+        except OSError as err:
+            raise CorruptCheckpoint(f"{manifest.file}: {err}") from None
+        check_digest(manifest, size, sha256)
+        self.check_loads(manifest)
+        return StoredCheckpoint(str(self.directory), manifest)
+
+    def check_loads(self, manifest: Manifest) -> None:
+        """A file can pass its checksum and still not load (written by a broken or newer version, or not a
+        checkpoint at all). Every rank would then fail alike, which looks like a bug at the same step and
+        stops the run; checking here instead lets the caller fall back to the previous checkpoint."""
+        if self.check_payload is not None:
+            try:
+                self.check_payload(self.directory / manifest.file)
+            except UnloadableCheckpoint as err:
+                raise CorruptCheckpoint(f"{manifest.file}: passes its checksum but does not load ({err})") from None
+
+    def latest_good(self) -> Optional[StoredCheckpoint]:
         """Newest checkpoint that verifies; damaged ones are reported and skipped."""
         for manifest in reversed(self.manifests()):
             try:
-                return manifest, self.read(manifest)
+                return self.verify(manifest)
             except CorruptCheckpoint as err:
                 self.warn(f"checkpoint at step {manifest.step} is damaged ({err}); trying the previous one")
         return None
@@ -134,13 +132,22 @@ class CheckpointStore:
                 # Manifest first: a half-deleted checkpoint is never taken for a good one.
                 (self.directory / f"step-{m.step:09d}.json").unlink(missing_ok=True)
                 (self.directory / m.file).unlink(missing_ok=True)
+        if manifests:
+            self.remove_dead_temp_files(manifests[-1].step)
+
+    def remove_dead_temp_files(self, committed_step: int) -> None:
+        """Temporary files of writes that never finished (a crash mid-write). Checkpoints are committed in
+        step order with at most one write in flight, so none at or below the newest committed step is live."""
+        for path in self.directory.glob(".step-*.tmp-*"):
+            try:
+                step = int(path.name.split("-")[1].split(".")[0])
+            except ValueError:
+                continue
+            if step <= committed_step:
+                path.unlink(missing_ok=True)
 
 
-class CorruptCheckpoint(RuntimeError):
-    pass
-
-
-def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[Tuple[Manifest, bytes]]:
+def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[StoredCheckpoint]:
     """trainer.resume: null -> fresh start; "auto" -> this run dir's newest good checkpoint (if any);
     a run dir or checkpoints dir -> its newest good one; a step-N.pt file -> exactly that one."""
     if resume is None:
@@ -153,7 +160,7 @@ def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[Tu
         matches = [m for m in other.manifests() if m.file == path.name]
         if not matches:
             raise FileNotFoundError(f"trainer.resume: {path} has no manifest {path.stem}.json beside it")
-        return matches[0], other.read(matches[0])
+        return other.verify(matches[0])
     for folder in (path / "checkpoints", path):
         if folder.is_dir() and any(folder.glob("step-*.json")):
             found = CheckpointStore(folder, store.cfg, store.warn, store.check_payload).latest_good()

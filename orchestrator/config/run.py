@@ -189,8 +189,21 @@ class CheckpointConfig:
     keep_best: int = 1
     monitor: str = "val/loss"
     mode: str = "min"
+    # Where checkpoints go (null: the run dir's checkpoints folder). A path every node sees (a shared
+    # filesystem on a cluster) or an fsspec URL; rank 0 writes there itself and the driver commits them.
+    dir: Optional[str] = None
+    # How the checkpoint file reaches storage: direct (rank 0 writes it, only a manifest travels to the
+    # driver) | driver (rank 0 sends the bytes; the driver writes them) | auto (direct when checkpoint.dir
+    # is set or the driver can see rank 0's files, i.e. rank 0 runs on the driver's node; see transport.py).
+    transport: str = "auto"
+    # Snapshot the state to host memory at the step boundary and write it in a background thread while
+    # training goes on (at most one write in flight).
+    async_save: bool = True
 
     def __post_init__(self):
+        require_choice("checkpoint.transport", self.transport, {"auto", "direct", "driver"})
+        require(self.dir is None or bool(str(self.dir).strip()), "checkpoint.dir", "must be a path, a URL or null",
+                self.dir)
         require(self.every_n_steps is None or self.every_n_steps >= 1, "checkpoint.every_n_steps",
                 "must be >= 1 or null", self.every_n_steps)
         require(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", self.keep_last)

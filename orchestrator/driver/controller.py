@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 from ray.exceptions import RayActorError, RayTaskError
 
 from orchestrator import config as C
-from orchestrator.checkpoint.store import CheckpointStore, Manifest
+from orchestrator.checkpoint.store import CheckpointStore, StoredCheckpoint
 from orchestrator.policy.failure import (Action, Decision, Failure, FailurePolicy, Kind, MaxFailuresPolicy, policy_from_config,
                                          is_config_error)
 from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
@@ -36,7 +36,7 @@ from orchestrator.driver.worker_group import PlacementTimeout, RendezvousTimeout
 # Starting a replacement gang can fail like this; it counts as a failure (failure.max_failures).
 RESTART_ERRORS = (PlacementTimeout, WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError)
 
-Resume = Tuple[Manifest, bytes]  # a checkpoint to start from: its manifest and its bytes
+Resume = StoredCheckpoint  # a checkpoint to start from: where it is and its manifest
 
 
 class State(Enum):
@@ -79,7 +79,7 @@ class Gangs(Protocol):
     def start(self, request: GangRequest) -> Gang:
         """A gang of ``request.world_size``, or PlacementTimeout / another of RESTART_ERRORS."""
 
-    def run(self, gang: Gang, plan: AttemptPlan, resume: Optional[bytes]) -> Outcome:
+    def run(self, gang: Gang, plan: AttemptPlan, resume: Optional[Resume]) -> Outcome:
         """Train one attempt on ``gang`` from ``resume`` (None: from scratch); always release the gang."""
 
 
@@ -141,7 +141,7 @@ class Controller:
         return State.RUNNING
 
     def running(self) -> State:
-        outcome = self.gangs.run(self.gang, self.plan, self.start_from[1] if self.start_from else None)
+        outcome = self.gangs.run(self.gang, self.plan, self.start_from)
         self.gang = None  # released by the run
         next_state = after_attempt(outcome, self.ctx.stop.requested)
         self.record_end(outcome, next_state)
@@ -153,7 +153,7 @@ class Controller:
         self.history.append(failure)
         # The newest checkpoint of this run, else the one this run was resumed from.
         latest = self.ctx.store.latest_good() or self.ctx.resumed_from
-        self.report_failure(failure, decision, latest[0].step if latest else None)
+        self.report_failure(failure, decision, latest.manifest.step if latest else None)
         next_state = after_decision(decision)
         if next_state is State.FAILED and is_config_error(failure):
             self.error = C.ConfigError(failure.message.strip())  # one line, no worker traceback

@@ -14,7 +14,8 @@ import ray
 
 from orchestrator import config as C
 from orchestrator.attempt import AttemptArgs
-from orchestrator.checkpoint.store import CheckpointStore
+from orchestrator.checkpoint.store import CheckpointStore, StoredCheckpoint
+from orchestrator.checkpoint.transport import Transport, decide_transport
 from orchestrator.policy.outcomes import Outcome
 from orchestrator.policy.plan import AttemptPlan, GangRequest
 from orchestrator.policy.start_bounds import start_bounds
@@ -29,6 +30,7 @@ class GangRunner:
         self.hang_dumps = hang_dumps  # where a hang's full stack dump is written
         self.shared_data = None
         self.sink = None
+        self.checkpoint_dir: Optional[str] = None
 
     @contextmanager
     def opened(self, data, store: CheckpointStore) -> Iterator["GangRunner"]:
@@ -38,6 +40,7 @@ class GangRunner:
         self.shared_data = data.to_workers()
         self.recorder.log.timing["data_share_s"] = time.perf_counter() - t0
         self.sink = start_run_sink(store)
+        self.checkpoint_dir = str(store.directory.resolve())  # where rank 0 writes, with the direct transport
         try:
             yield self
         finally:
@@ -52,20 +55,33 @@ class GangRunner:
         return WorkerGroup.start(cfg.scaling, cfg.cluster, size, collective_s,
                                  use_gpus=cfg.trainer.device != "cpu", bounds=bounds)
 
-    def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[bytes]) -> Outcome:
+    def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[StoredCheckpoint]) -> Outcome:
         """One attempt: train on this gang until it finishes, fails or is stopped; always release it."""
         try:
             self.record_gang(group, plan.attempt)
             view = self.recorder.view
             supervisor = Supervisor(group, self.sink, self.recorder.handle, self.stop, self.cfg.failure,
                                     warn=lambda m: view.message(m, style="yellow"), dump_dir=self.hang_dumps)
-            args = AttemptArgs(self.cfg, self.shared_data.for_attempt(plan.world_size), plan, ray.put(resume) if resume is not None else None,
-                               self.sink)
+            transport = self.transport(group)
+            if resume is not None and not transport.restore_direct:
+                resume = ray.put(resume.read())  # the driver reads it once; every worker maps the object
+            args = AttemptArgs(self.cfg, self.shared_data.for_attempt(plan.world_size), plan, resume, self.sink,
+                               checkpoint_dir=self.checkpoint_dir if transport.save_direct else None)
             outcome = supervisor.watch(group.run(args))
         finally:
             group.shutdown()
         supervisor.drain_sink()  # everything rank 0 sent: curves, events and checkpoints up to the end
         return outcome
+
+    def transport(self, group: WorkerGroup) -> Transport:
+        here = ray.get_runtime_context().get_node_id()
+        nodes = [info.node_id for info in group.infos]
+        transport = decide_transport(self.cfg.checkpoint.transport, self.cfg.checkpoint.dir is not None,
+                                     rank0_on_driver_node=nodes[0] == here,
+                                     all_on_driver_node=all(node == here for node in nodes))
+        self.recorder.log.info["checkpoint_transport"] = {"save": "direct" if transport.save_direct else "driver",
+                                                          "restore": "direct" if transport.restore_direct else "driver"}
+        return transport
 
     def record_gang(self, group: WorkerGroup, attempt: int) -> None:
         log = self.recorder.log

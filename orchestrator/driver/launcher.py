@@ -77,6 +77,11 @@ class RunPaths:
         return self.root / "hang_reports"
 
 
+def checkpoint_dir(cfg: C.Config, paths: RunPaths) -> Path:
+    """checkpoint.dir (storage every node sees, on a cluster), else the run dir's checkpoints folder."""
+    return Path(cfg.checkpoint.dir).expanduser() if cfg.checkpoint.dir else paths.checkpoints
+
+
 @dataclass
 class RunSetup:
     """The run dir, checked before Ray starts."""
@@ -97,7 +102,7 @@ def open_run_dir(cfg: C.Config, run_dir: Path) -> RunSetup:
     config_yaml = to_yaml(cfg)
     paths.config.write_text(config_yaml)
     early_warnings: List[Tuple[str, str]] = []
-    store = CheckpointStore(paths.checkpoints, cfg.checkpoint,
+    store = CheckpointStore(checkpoint_dir(cfg, paths), cfg.checkpoint,
                             warn=lambda message: early_warnings.append(("checkpoint", message)))
     resume = resolve_resume(cfg.trainer.resume, store)  # before any actor starts: a bad path fails here
     if cfg.trainer.resume is None and store.manifests():
@@ -164,9 +169,9 @@ def begin_recording(recorder: Recorder, setup: RunSetup) -> None:
     resume, tb, view = setup.resume, recorder.tb, recorder.view
     setup.store.warn = lambda m: recorder.event(0, "checkpoint", m)
     for kind, message in setup.early_warnings:
-        recorder.event(resume[0].step if resume else 0, kind, message)
+        recorder.event(resume.manifest.step if resume else 0, kind, message)
     if resume:
-        recorder.event(resume[0].step, "resume", f"continuing from checkpoint at step {resume[0].step}",
+        recorder.event(resume.manifest.step, "resume", f"continuing from checkpoint at step {resume.manifest.step}",
                        style="cyan")
     tb.config(setup.config_yaml)
     view.message(f"Run dir: {setup.paths.root}   TensorBoard: tensorboard --logdir {setup.paths.tensorboard}",
@@ -185,7 +190,7 @@ def tensorboard_restart_step(paths: RunPaths, resume) -> Optional[int]:
     """Where the event log continues: after the resumed checkpoint; from scratch (hiding what an
     earlier attempt without checkpoints wrote) when starting fresh over old event files."""
     if resume:
-        return resume[0].step
+        return resume.manifest.step
     if paths.tensorboard.is_dir() and any(paths.tensorboard.glob("events.out.tfevents.*")):
         return -1
     return None
@@ -239,7 +244,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
     if log and log.first_step_unix_per_attempt:
         timing["first_step_unix"] = log.first_step_unix_per_attempt[0]
         timing["command_to_first_step_s"] = log.first_step_unix_per_attempt[0] - started
-    store = CheckpointStore(paths.checkpoints, cfg.checkpoint, warn=lambda m: None)
+    store = CheckpointStore(checkpoint_dir(cfg, paths), cfg.checkpoint, warn=lambda m: None)
     best = store.best()
     manifests = store.manifests()
     return {
@@ -258,7 +263,8 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
         "events": log.events if log else [],
         "checkpoints": {"latest_step": manifests[-1].step if manifests else None,
                         "best_step": best.step if best else None,
-                        "dir": str(paths.checkpoints)},
+                        "dir": str(store.directory),
+                        "transport": log.info.get("checkpoint_transport") if log else None},
         "run_dir": str(paths.root),
         "tensorboard_dir": str(paths.tensorboard),
     }

@@ -4,8 +4,9 @@ Metrics, events and checkpoints travel down this one channel. Ray delivers
 calls from one caller to one actor in order, so when a checkpoint has arrived,
 every metric logged before it has arrived too: a worker that dies right after
 a checkpoint leaves no hole in the curves before the step the run resumes
-from. The sink writes checkpoints to disk at once and keeps the other records
-until the driver drains them.
+from. The sink commits checkpoints at once (the manifest of a file rank 0 wrote
+itself, or the bytes it sent: see ``checkpoint/transport.py``) and keeps the other
+records until the driver drains them.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ class RunSink:
     def push(self, records: List[Record]) -> None:
         for record in records:
             if isinstance(record, CheckpointRecord):
-                self.store.save(record.step, record.payload, record.epoch, record.metrics)
+                self.store_checkpoint(record)
                 record = dataclasses.replace(record, payload=None)  # the driver needs no copy of the bytes
             with self.lock:
                 self.records.append(record)
+
+    def store_checkpoint(self, record: CheckpointRecord) -> None:
+        if record.manifest is not None:  # rank 0 wrote the file into the checkpoint dir itself
+            self.store.commit(record.manifest)
+        else:
+            self.store.save(record.step, record.payload, record.epoch, record.metrics)
 
     def drain(self) -> List[Record]:
         with self.lock:

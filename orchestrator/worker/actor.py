@@ -28,6 +28,7 @@ from orchestrator.attempt import AttemptArgs, Rendezvous
 from orchestrator.policy.failure import TrainingError
 from orchestrator.components.schedulers import rebase_lr
 from orchestrator.records import Heartbeat, MetricsRecord, Record, StartupInfo
+from orchestrator.checkpoint.writer import CheckpointWriter
 from orchestrator.worker.reporting import Reporter
 
 
@@ -56,13 +57,20 @@ class RayReporter(Reporter):
         self.pending: List[Record] = []
         self.in_flight: List[Any] = []
         self.last_send = time.monotonic()
+        # The training thread and the background checkpoint writer both send: one at a time, in order.
+        self.send_lock = threading.RLock()
 
     def _put(self, record: Record) -> None:
-        self.pending.append(record)
-        if not isinstance(record, MetricsRecord) or time.monotonic() - self.last_send > self.SEND_INTERVAL_S:
-            self.send()
+        with self.send_lock:
+            self.pending.append(record)
+            if not isinstance(record, MetricsRecord) or time.monotonic() - self.last_send > self.SEND_INTERVAL_S:
+                self.send()
 
     def send(self) -> None:
+        with self.send_lock:
+            self.send_pending()
+
+    def send_pending(self) -> None:
         import ray
 
         if self.pending:
@@ -77,9 +85,11 @@ class RayReporter(Reporter):
     def wait_persisted(self) -> None:
         import ray
 
-        self.send()
-        ray.get(self.in_flight, timeout=self.DELIVERY_TIMEOUT_S)
-        self.in_flight = []
+        self.checkpoints.wait()  # the write in flight, which then sends its record
+        with self.send_lock:
+            self.send_pending()
+            in_flight, self.in_flight = self.in_flight, []
+        ray.get(in_flight, timeout=self.DELIVERY_TIMEOUT_S)
 
 
 class Worker:
@@ -146,6 +156,8 @@ class Worker:
         # Rank 0 reports; the others keep only their heartbeat (a null object, not rank branches).
         bound = cfg.failure.phase_timeout_s
         self.reporter = RayReporter(self.rank, sink, bound) if self.rank == 0 else Reporter(self.rank, False, bound)
+        self.reporter.checkpoints = CheckpointWriter(self.reporter._put, attempt.checkpoint_dir,
+                                                     cfg.checkpoint.async_save)
         try:
             return self.train(attempt, started)
         finally:

@@ -277,10 +277,12 @@ class Loop:
         r.progress(st.step, "checkpoint")
         st.monitors = self.callback_states()
         st.data_position = c.train_source.position(st.epoch, st.step_in_epoch * c.plan.accumulate)
-        payload = S.capture(c.trainables, st, c.plan.world_size, best_model=self.best_weights)
+        blocked_since = time.perf_counter()  # checkpoint/blocked_ms: from here until r.checkpoint returns
+        payload = S.capture_payload(c.trainables, st, c.plan.world_size, best_model=self.best_weights)
         if payload is not None:
             if S.weights_finite(c.module):
-                r.checkpoint(st.step, payload, {"epoch": st.epoch, "metrics": dict(st.last_val)})
+                r.checkpoint(st.step, payload, {"epoch": st.epoch, "metrics": dict(st.last_val),
+                                                "blocked_since": blocked_since})
             else:
                 r.event(st.step, "checkpoint", "not written: the weights hold non-finite values")
         self.last_checkpoint_step = st.step

@@ -17,9 +17,9 @@ import time
 from collections import deque
 from typing import Any, Dict, List, Optional
 
+from orchestrator.checkpoint.writer import CheckpointWriter
 from orchestrator.policy.watchdog import phase_kept_alive
-from orchestrator.records import (CheckpointRecord, EventRecord, Heartbeat, HistogramRecord, InfoRecord,
-                                  MetricsRecord, Record)
+from orchestrator.records import EventRecord, Heartbeat, HistogramRecord, InfoRecord, MetricsRecord, Record
 
 
 KEEPALIVE_TICK_S = 0.5  # well below any sensible hang_timeout_s; one lock and an increment per tick
@@ -40,6 +40,8 @@ class Reporter:
         self._beat_lock = threading.Lock()  # the training thread and the keepalive both advance the heartbeat
         self._stop_reason: Optional[str] = None
         self._keepalive: Optional[Keepalive] = None
+        # Synchronous, bytes in the record (checkpoint.transport=driver); the Ray worker sets rank 0's.
+        self.checkpoints = CheckpointWriter(self._put)
         if phase_timeout_s is not None:
             self._keepalive = Keepalive(self)
             self._keepalive.start()
@@ -82,11 +84,12 @@ class Reporter:
     def info(self, record: InfoRecord) -> None:
         self._put(record)
 
-    def checkpoint(self, step: int, payload: bytes, info: Dict[str, Any]) -> None:
-        """``info`` holds the ``epoch`` and the validation ``metrics`` the checkpoint is ranked by."""
-        # Checkpoint bytes travel in the record; the Ray worker's reporter sends records to the
-        # run's RunSink, which writes the bytes to disk.
-        self._put(CheckpointRecord(step, info["epoch"], info["metrics"], payload))
+    def checkpoint(self, step: int, payload: Any, info: Dict[str, Any]) -> None:
+        """``payload``: the checkpoint's contents (``state.capture_payload``). ``info`` holds the ``epoch``, the
+        validation ``metrics`` the checkpoint is ranked by and ``blocked_since`` (when the loop stopped for it).
+        The writer snapshots it and writes it (in the background with checkpoint.async_save), then sends
+        its record: the manifest of the file rank 0 wrote, or the bytes for the driver to write."""
+        self.checkpoints.save(step, payload, info["epoch"], info["metrics"], info.get("blocked_since"))
 
     def stop_reason(self) -> Optional[str]:
         return self._stop_reason
@@ -104,6 +107,7 @@ class Reporter:
     # --- overridable
     def wait_persisted(self) -> None:
         """Block until every checkpoint handed over is stored."""
+        self.checkpoints.wait()
 
     def _put(self, record: Record) -> None:
         if self.keeps_records:
