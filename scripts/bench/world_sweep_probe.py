@@ -1,0 +1,185 @@
+"""World-size sweep, the running part: start one `python -m orchestrator.train` job, sample its driver's
+CPU and peak memory, SIGKILL one of its ranks once it has a checkpoint, wait for the recovery, stop it.
+
+Only processes of this job are touched, found as descendants of the driver we started (which runs its
+own Ray, in a temp dir of its own), and only by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import psutil
+
+from bench.world_sweep_plan import Observed, overrides
+
+SAMPLE_EVERY_S = 0.5
+STEADY_S = 10.0          # training time before the kill (the window the driver's training CPU is taken over)
+AFTER_RECOVERY_S = 5.0   # training after the recovery, then a graceful stop (SIGINT)
+STOP_GRACE_S = 120.0
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM: the kernel's own high-water mark of the process's resident memory."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def title(proc: psutil.Process) -> str:
+    """Ray renames its workers (ray::Worker, ray::RunSink, ray::IDLE); gcs_server and raylet keep theirs."""
+    try:
+        cmdline = proc.cmdline()
+        return (cmdline[0] if cmdline else proc.name()).strip()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return ""
+
+
+class Sampler(threading.Thread):
+    """Every SAMPLE_EVERY_S: the driver's CPU seconds and peak RSS, and the CPU of Ray's head processes."""
+
+    def __init__(self, driver_pid: int):
+        super().__init__(daemon=True)
+        self.driver = psutil.Process(driver_pid)
+        self.samples: List[Tuple[float, float, int]] = []
+        self.head_cpu: Dict[int, float] = {}   # pid -> last CPU seconds seen (gcs_server, raylet, helpers)
+        self.sink_cpu: Dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                cpu = self.driver.cpu_times()
+                self.samples.append((time.time(), cpu.user + cpu.system, peak_rss_bytes(self.driver.pid)))
+                self.sample_helpers()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError):
+                return
+            self.done.wait(SAMPLE_EVERY_S)
+
+    def sample_helpers(self) -> None:
+        for child in self.driver.children(recursive=True):
+            name = title(child)
+            if name.startswith("ray::") and not name.startswith("ray::RunSink"):
+                continue  # a training rank or an idle pool worker: not the driver side
+            try:
+                cpu = child.cpu_times()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            target = self.sink_cpu if name.startswith("ray::RunSink") else self.head_cpu
+            target[child.pid] = cpu.user + cpu.system
+
+
+def worker_pids(driver_pid: int) -> List[int]:
+    try:
+        children = psutil.Process(driver_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return sorted(c.pid for c in children if title(c).startswith("ray::Worker"))
+
+
+def checkpoint_written(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.rglob("*") if p.is_file())
+
+
+def log_says(log_path: Path, text: str) -> bool:
+    try:
+        return text in log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(condition, proc: subprocess.Popen, deadline: float) -> bool:
+    """True once the condition holds; False when the run ended or the deadline passed first."""
+    while time.time() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C (graceful: the workers stop at a step boundary), a second one (at once), then SIGKILL by PID."""
+    for grace in (STOP_GRACE_S, 30.0):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    kill_tree(proc.pid)
+    proc.wait(timeout=30)
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in children + [psutil.Process(pid)]:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def run_one(world_size: int, run_dir: Path, timeout_s: float) -> Observed:
+    ray_tmp = tempfile.mkdtemp(prefix="ws", dir="/tmp")  # short: Ray's socket paths are length-limited
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "orchestrator.train", *overrides(world_size, str(run_dir))]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.parent / f"{run_dir.name}.log"
+    launch = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    obs = Observed(world_size, launch, exit_code=None, timed_out=False)
+    try:
+        drive(proc, obs, run_dir, log_path, launch + timeout_s)
+    finally:
+        stop(proc)
+        sampler.done.set()
+        sampler.join(timeout=10)
+        obs.exit_code = proc.returncode
+        obs.driver_samples = sampler.samples
+        obs.ray_head_cpu_s = sum(sampler.head_cpu.values())
+        obs.run_sink_cpu_s = sum(sampler.sink_cpu.values())
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return obs
+
+
+def drive(proc: subprocess.Popen, obs: Observed, run_dir: Path, log_path: Path, deadline: float) -> None:
+    """Checkpoint -> STEADY_S of training -> SIGKILL one rank -> recovered -> AFTER_RECOVERY_S -> (stop)."""
+    if not wait_until(lambda: checkpoint_written(run_dir), proc, deadline):
+        return note_end(obs, proc, deadline, "no checkpoint")
+    wait_until(lambda: False, proc, min(deadline, time.time() + STEADY_S))
+    victims = worker_pids(proc.pid)
+    if not victims or proc.poll() is not None:
+        return note_end(obs, proc, deadline, "no worker process to kill")
+    obs.killed_pid = victims[-1]
+    obs.kill_unix = time.time()
+    os.kill(obs.killed_pid, signal.SIGKILL)
+    if not wait_until(lambda: log_says(log_path, "recovered in"), proc, deadline):
+        return note_end(obs, proc, deadline, "no recovery")
+    wait_until(lambda: False, proc, min(deadline, time.time() + AFTER_RECOVERY_S))
+
+
+def note_end(obs: Observed, proc: subprocess.Popen, deadline: float, what: str) -> None:
+    obs.timed_out = proc.poll() is None and time.time() >= deadline
+    obs.note = f"{what} ({'timeout' if obs.timed_out else f'run ended, exit {proc.poll()}'})"
