@@ -86,11 +86,21 @@ def write_outputs(out: Path, rows, loads, runs_root: Path) -> None:
               "`python scripts/world_sweep.py` on a 2-core machine shared with other engineers' test runs: "
               f"one run per size; 1-minute load average at each run's start -> end ({load_text}). "
               "Absolute numbers carry that load; the trend across sizes is the point.")
-    notes = ["Run dirs: " + str(runs_root)]
-    (out / "world_sweep.md").write_text(markdown(rows, header, notes))
+    (out / "world_sweep.md").write_text(markdown(rows, header, NOTES))
     (out / "world_sweep.json").write_text(json.dumps({"rows": rows, "load_average": loads, "runs_root": str(runs_root)}, indent=1))
     flat = [x for pair in loads for x in pair]
     chart(rows, out / "world_sweep.png", f"1-min load average {min(flat):.1f}-{max(flat):.1f}")
+
+
+NOTES = [
+    "Driver CPU and peak RSS: the `python -m orchestrator.train` process itself (psutil, every 0.5 s; peak = "
+    "VmHWM). Ray head: its gcs_server, raylet and helper processes (the ranks and idle pool workers excluded). "
+    "Records to the driver: pickled bytes of what the driver drained from the run's sink (summary "
+    "`driver_inbound`) per second of training, the recovery gap left out. Heartbeats: the driver's "
+    "once-a-second poll of every rank, estimated as ranks x the size of one pickled Heartbeat (not counted "
+    "by the run). SIGKILL: sent to one `ray::Worker` process of the run 10 s after its first checkpoint; "
+    "detected and first step from the run's `restarts` record. Steps/s: before the kill.",
+]
 
 
 def fmt(value) -> str:

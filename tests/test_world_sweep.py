@@ -49,13 +49,14 @@ def summary(**extra):
          "timing": {"first_step_unix": 110.0, "command_to_first_step_s": 9.5, "actor_start_s": 3.0,
                     "steady_samples_per_sec": 320.0},
          "driver_inbound": {"bytes": 10000, "records": 100, "first_unix": 110.0, "last_unix": 140.0},
-         "restarts": [{"detected_unix": 130.5, "recovery_s": 4.5, "steps_lost": 10}]}
+         "restarts": [{"step": 200, "detected_unix": 130.5, "recovery_s": 4.5, "steps_lost": 10}]}
     s.update(extra)
     return s
 
 
 def test_row_from_a_recovered_run():
-    obs = Observed(2, launch_unix=100.0, exit_code=130, timed_out=False, kill_unix=130.0,
+    obs = Observed(2, launch_unix=100.0, exit_code=130, timed_out=False, kill_unix=130.0, end_unix=150.0,
+                   ray_head_cpu_s=10.0,
                    driver_samples=[(105.0, 1.0, 100 * 2**20), (110.0, 2.0, 200 * 2**20), (130.0, 3.0, 210 * 2**20)])
     r = row(obs, summary(), heartbeat_bytes=150)
     assert r["launch_to_first_step_s"] == 10.0
@@ -66,9 +67,9 @@ def test_row_from_a_recovered_run():
     assert r["kill_to_detected_s"] == pytest.approx(0.5)
     assert r["kill_to_first_step_s"] == pytest.approx(5.0)
     assert r["inbound_bytes_per_s"] == pytest.approx(10000 / 25.5)  # the recovery gap left out
-    assert r["bytes_per_step"] == pytest.approx(100.0)            # lost steps were trained too
     assert r["heartbeat_bytes_per_s"] == 300
-    assert r["steps_per_s"] == 10.0                               # 320 samples/s over 2 ranks x 16
+    assert r["steps_per_s"] == 10.0                               # 200 steps from first step to kill
+    assert r["ray_head_cpu_pct"] == 20.0                          # 10 CPU s over a 50 s run
 
 
 def test_row_from_a_timeout_keeps_what_is_known():

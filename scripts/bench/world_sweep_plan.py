@@ -53,6 +53,7 @@ class Observed:
     driver_samples: List[Tuple[float, float, int]] = field(default_factory=list)
     ray_head_cpu_s: float = 0.0         # gcs_server, raylet and Ray's other helper processes of this run
     run_sink_cpu_s: float = 0.0         # the run's RunSink actor (on the driver's node)
+    end_unix: Optional[float] = None     # when the run had exited (or was stopped)
     note: str = ""
 
 
@@ -76,10 +77,17 @@ def row(obs: Observed, summary: Optional[dict], heartbeat_bytes: int) -> Dict:
     r.update(driver_costs(obs, first_step))
     r.update(traffic(summary, obs.world_size, heartbeat_bytes))
     r.update(recovery(obs, summary))
-    steady = timing.get("steady_samples_per_sec")
-    r["steps_per_s"] = steady / (BATCH_PER_RANK * obs.world_size) if steady else None
+    r["steps_per_s"] = steps_per_s(obs, summary, first_step)
     r["wall_s"] = summary.get("wall_time_s")
     return r
+
+
+def steps_per_s(obs: Observed, summary: dict, first_step: Optional[float]) -> Optional[float]:
+    """Training speed before the kill: the step the failure was seen at over the time since the first step."""
+    restarts = summary.get("restarts") or []
+    if not restarts or obs.kill_unix is None or not first_step or obs.kill_unix <= first_step:
+        return None
+    return restarts[0]["step"] / (obs.kill_unix - first_step)
 
 
 def status_of(obs: Observed, summary: dict) -> str:
@@ -100,6 +108,8 @@ def driver_costs(obs: Observed, first_step: Optional[float]) -> Dict:
     peak = max((rss for _, _, rss in samples), default=None)
     return {"driver_cpu_startup_s": at_first, "driver_cpu_train_pct": train_pct, "driver_cpu_total_s": total,
             "driver_peak_rss_mb": peak / 2**20 if peak else None, "ray_head_cpu_s": obs.ray_head_cpu_s or None,
+            "ray_head_cpu_pct": (100.0 * obs.ray_head_cpu_s / (obs.end_unix - obs.launch_unix)
+                                 if obs.ray_head_cpu_s and obs.end_unix else None),
             "run_sink_cpu_s": obs.run_sink_cpu_s or None}
 
 
@@ -112,12 +122,9 @@ def traffic(summary: dict, world_size: int, heartbeat_bytes: int) -> Dict:
         gap = sum(r.get("recovery_s") or 0.0 for r in summary.get("restarts", []))
         span = inbound["last_unix"] - inbound["first_unix"] - gap
     size, count = inbound.get("bytes"), inbound.get("records")
-    # Steps trained, the lost ones (trained twice) included: per-step traffic does not depend on how
-    # fast this machine steps, which falls with the world size on 2 cores (and would not on a cluster).
-    steps = (summary.get("steps") or 0) + sum(r.get("steps_lost") or 0 for r in summary.get("restarts", []))
     return {"inbound_bytes_per_s": size / span if size and span and span > 0 else None,
             "bytes_per_record": size / count if size and count else None,
-            "bytes_per_step": size / steps if size and steps else None,
+
             "heartbeat_bytes_per_s": heartbeat_bytes * world_size}
 
 

@@ -41,7 +41,9 @@ def title(proc: psutil.Process) -> str:
     """Ray renames its workers (ray::Worker, ray::RunSink, ray::IDLE); gcs_server and raylet keep theirs."""
     try:
         cmdline = proc.cmdline()
-        return (cmdline[0] if cmdline else proc.name()).strip()
+        if cmdline and cmdline[0].startswith("ray::"):
+            return cmdline[0].strip()
+        return " ".join(cmdline) if cmdline else proc.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return ""
 
@@ -70,7 +72,7 @@ class Sampler(threading.Thread):
     def sample_helpers(self) -> None:
         for child in self.driver.children(recursive=True):
             name = title(child)
-            if name.startswith("ray::") and not name.startswith("ray::RunSink"):
+            if is_pool_worker(name):
                 continue  # a training rank or an idle pool worker: not the driver side
             try:
                 cpu = child.cpu_times()
@@ -78,6 +80,14 @@ class Sampler(threading.Thread):
                 continue
             target = self.sink_cpu if name.startswith("ray::RunSink") else self.head_cpu
             target[child.pid] = cpu.user + cpu.system
+
+
+def is_pool_worker(name: str) -> bool:
+    """A Ray worker process other than the run's sink: named ray::<Actor>/ray::IDLE once Ray titles it,
+    python .../default_worker.py before (while it starts and imports)."""
+    if name.startswith("ray::"):
+        return not name.startswith("ray::RunSink")
+    return "default_worker.py" in name
 
 
 def worker_pids(driver_pid: int) -> List[int]:
@@ -159,6 +169,7 @@ def run_one(world_size: int, run_dir: Path, timeout_s: float) -> Observed:
         obs.exit_code = proc.returncode
         obs.driver_samples = sampler.samples
         obs.ray_head_cpu_s = sum(sampler.head_cpu.values())
+        obs.end_unix = time.time()
         obs.run_sink_cpu_s = sum(sampler.sink_cpu.values())
         shutil.rmtree(ray_tmp, ignore_errors=True)
     return obs

@@ -12,15 +12,14 @@ METRICS = [
     ("driver_cpu_startup_s", "driver CPU to first step, s", "{:.2f}"),
     ("driver_cpu_train_pct", "driver CPU while training, %", "{:.1f}"),
     ("driver_peak_rss_mb", "driver peak RSS, MB", "{:.0f}"),
-    ("ray_head_cpu_s", "Ray head (gcs+raylet) CPU, s", "{:.1f}"),
+    ("ray_head_cpu_pct", "Ray head (gcs, raylet, agents) CPU over the run, %", "{:.0f}"),
     ("inbound_bytes_per_s", "records to driver, B/s", "{:.0f}"),
-    ("bytes_per_record", "B per record", "{:.0f}"),
-    ("bytes_per_step", "record B per optimizer step", "{:.1f}"),
     ("heartbeat_bytes_per_s", "heartbeats, B/s (est.)", "{:.0f}"),
     ("kill_to_detected_s", "SIGKILL -> detected, s", "{:.2f}"),
     ("kill_to_first_step_s", "SIGKILL -> first step after restart, s", "{:.1f}"),
 ]
-EXTRA = [("status", "status", "{}"), ("run_sink_cpu_s", "RunSink actor CPU, s", "{:.1f}"), ("steps_per_s", "steps/s", "{:.1f}"), ("steps_lost", "steps lost", "{}"),
+EXTRA = [("status", "status", "{}"), ("ray_head_cpu_s", "Ray head CPU whole run, s", "{:.1f}"),
+         ("bytes_per_record", "B per record", "{:.0f}"), ("run_sink_cpu_s", "RunSink actor CPU, s", "{:.1f}"), ("steps_per_s", "steps/s", "{:.1f}"), ("steps_lost", "steps lost", "{}"),
          ("driver_cpu_total_s", "driver CPU whole run, s", "{:.1f}"), ("wall_s", "wall, s", "{:.0f}")]
 PHASE_COLUMNS = [(p, p[:-2], "{:.2f}") for p in PHASES]
 
