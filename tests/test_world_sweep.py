@@ -90,3 +90,17 @@ def test_inbound_traffic_counts_bytes_and_records():
     assert traffic.records == 3
     assert traffic.bytes > 2 * first      # more tags, more bytes
     assert traffic.first_unix <= traffic.last_unix
+
+
+@pytest.mark.parametrize("name, pool", [
+    ("ray::Worker", True), ("ray::Worker.run", True), ("ray::IDLE", True),
+    ("/venv/bin/python -u /venv/lib/ray/_private/workers/default_worker.py --node-ip-address=x", True),
+    ("/venv/bin/python /venv/lib/ray/_private/workers/setup_worker.py /venv/lib/default_worker.py", True),
+    ("ray::RunSink.push", False), ("ray::DashboardAgent", False),
+    ("/venv/ray/core/src/ray/raylet/raylet --python_worker_command=python default_worker.py", False),
+    ("/venv/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/x", False),
+])
+def test_pool_workers_are_told_from_rays_head(name, pool):
+    from bench.world_sweep_probe import is_pool_worker
+
+    assert is_pool_worker(name) is pool

@@ -53,6 +53,7 @@ class Observed:
     driver_samples: List[Tuple[float, float, int]] = field(default_factory=list)
     ray_head_cpu_s: float = 0.0         # gcs_server, raylet and Ray's other helper processes of this run
     run_sink_cpu_s: float = 0.0         # the run's RunSink actor (on the driver's node)
+    ray_head_by_process: Dict[str, float] = field(default_factory=dict)   # CPU seconds by process name
     end_unix: Optional[float] = None     # when the run had exited (or was stopped)
     note: str = ""
 
@@ -110,7 +111,8 @@ def driver_costs(obs: Observed, first_step: Optional[float]) -> Dict:
             "driver_peak_rss_mb": peak / 2**20 if peak else None, "ray_head_cpu_s": obs.ray_head_cpu_s or None,
             "ray_head_cpu_pct": (100.0 * obs.ray_head_cpu_s / (obs.end_unix - obs.launch_unix)
                                  if obs.ray_head_cpu_s and obs.end_unix else None),
-            "run_sink_cpu_s": obs.run_sink_cpu_s or None}
+            "run_sink_cpu_s": obs.run_sink_cpu_s or None,
+            "ray_head_by_process": {name: round(cpu, 1) for name, cpu in obs.ray_head_by_process.items()}}
 
 
 def traffic(summary: dict, world_size: int, heartbeat_bytes: int) -> Dict:

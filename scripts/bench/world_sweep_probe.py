@@ -37,15 +37,17 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-def title(proc: psutil.Process) -> str:
-    """Ray renames its workers (ray::Worker, ray::RunSink, ray::IDLE); gcs_server and raylet keep theirs."""
+def title(proc: psutil.Process) -> Optional[str]:
+    """Ray renames its workers (ray::Worker, ray::RunSink, ray::IDLE); gcs_server, raylet and the Python
+    helpers keep their command line. None for a process that is gone or exiting (a zombie: the killed
+    rank, a gang being torn down), whose CPU is then not counted as Ray's head."""
     try:
         cmdline = proc.cmdline()
-        if cmdline and cmdline[0].startswith("ray::"):
-            return cmdline[0].strip()
-        return " ".join(cmdline) if cmdline else proc.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return ""
+        return None
+    if cmdline and cmdline[0].startswith("ray::"):
+        return cmdline[0].strip()
+    return " ".join(cmdline) if cmdline else None
 
 
 class Sampler(threading.Thread):
@@ -57,6 +59,7 @@ class Sampler(threading.Thread):
         self.samples: List[Tuple[float, float, int]] = []
         self.head_cpu: Dict[int, float] = {}   # pid -> last CPU seconds seen (gcs_server, raylet, helpers)
         self.sink_cpu: Dict[int, float] = {}
+        self.names: Dict[int, str] = {}         # pid -> what it is (gcs_server, raylet, an agent's module)
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -72,7 +75,7 @@ class Sampler(threading.Thread):
     def sample_helpers(self) -> None:
         for child in self.driver.children(recursive=True):
             name = title(child)
-            if is_pool_worker(name):
+            if name is None or is_pool_worker(name):
                 continue  # a training rank or an idle pool worker: not the driver side
             try:
                 cpu = child.cpu_times()
@@ -80,14 +83,40 @@ class Sampler(threading.Thread):
                 continue
             target = self.sink_cpu if name.startswith("ray::RunSink") else self.head_cpu
             target[child.pid] = cpu.user + cpu.system
+            self.names[child.pid] = short_name(name)
+
+
+def short_name(name: str) -> str:
+    """gcs_server, raylet, or the Python file/module a helper runs (log_monitor.py, ray.dashboard.agent)."""
+    words = name.split()
+    for i, word in enumerate(words):
+        if word.endswith(".py"):
+            return Path(word).name
+        if word == "-m" and i + 1 < len(words):
+            return words[i + 1]
+    return Path(words[0]).name if words else "?"
+
+
+def by_name(cpu: Dict[int, float], names: Dict[int, str]) -> Dict[str, float]:
+    totals: Dict[str, float] = {}
+    for pid, seconds in cpu.items():
+        totals[names.get(pid, "?")] = totals.get(names.get(pid, "?"), 0.0) + seconds
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+HEAD_ACTORS = ("ray::RunSink", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+WORKER_SCRIPTS = ("default_worker.py", "setup_worker.py")  # setup_worker.py execs default_worker.py
 
 
 def is_pool_worker(name: str) -> bool:
-    """A Ray worker process other than the run's sink: named ray::<Actor>/ray::IDLE once Ray titles it,
-    python .../default_worker.py before (while it starts and imports)."""
+    """A Ray worker process other than the run's sink and Ray's agents: named ray::<Actor> or ray::IDLE
+    once Ray titles it, `python .../default_worker.py ...` before (while it starts and imports). The
+    raylet's own arguments name default_worker.py too: only a Python process's script counts."""
     if name.startswith("ray::"):
-        return not name.startswith("ray::RunSink")
-    return "default_worker.py" in name
+        return not name.startswith(HEAD_ACTORS)
+    words = name.split()
+    python = bool(words) and Path(words[0]).name.startswith("python")
+    return python and any(word.endswith(WORKER_SCRIPTS) for word in words[1:4])
 
 
 def worker_pids(driver_pid: int) -> List[int]:
@@ -95,7 +124,7 @@ def worker_pids(driver_pid: int) -> List[int]:
         children = psutil.Process(driver_pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return sorted(c.pid for c in children if title(c).startswith("ray::Worker"))
+    return sorted(c.pid for c in children if (title(c) or "").startswith("ray::Worker"))
 
 
 def checkpoint_written(run_dir: Path) -> bool:
@@ -170,6 +199,7 @@ def run_one(world_size: int, run_dir: Path, timeout_s: float) -> Observed:
         obs.driver_samples = sampler.samples
         obs.ray_head_cpu_s = sum(sampler.head_cpu.values())
         obs.end_unix = time.time()
+        obs.ray_head_by_process = by_name(sampler.head_cpu, sampler.names)
         obs.run_sink_cpu_s = sum(sampler.sink_cpu.values())
         shutil.rmtree(ray_tmp, ignore_errors=True)
     return obs
