@@ -30,6 +30,8 @@ def test_overrides_offer_enough_logical_cpus_and_name_the_run_dir():
     ([3.0, 5.0, 9.0, 17.0], "linear"),              # 1 + 2n: a constant part does not hide it
     ([1.0, 4.0, 16.0, 64.0], "quadratic"),
     ([1.0, 2.0, 3.0, 4.0], "logarithmic"),          # log2(n) + 1
+    ([0.10, 0.05, 0.06, 0.09], "flat"),             # noisy but no trend
+    ([8.0, 4.0, 2.0, 1.0], "falls"),
     ([1.0, None, 4.0], "too few points"),
 ])
 def test_growth_labels(values, meaning):
@@ -104,3 +106,14 @@ def test_pool_workers_are_told_from_rays_head(name, pool):
     from bench.world_sweep_probe import is_pool_worker
 
     assert is_pool_worker(name) is pool
+
+
+@pytest.mark.parametrize("name, short", [
+    ("/venv/ray/core/src/ray/raylet/raylet --python_worker_command=/venv/bin/python setup_worker.py x", "raylet"),
+    ("/venv/bin/python -u /venv/lib/ray/_private/log_monitor.py --x", "log_monitor.py"),
+    ("ray::DashboardAgent", "ray::DashboardAgent"),
+])
+def test_short_names(name, short):
+    from bench.world_sweep_probe import short_name
+
+    assert short_name(name) == short

@@ -147,7 +147,8 @@ def recovery(obs: Observed, summary: dict) -> Dict:
 def growth(sizes: Sequence[int], values: Sequence[Optional[float]]) -> Tuple[Optional[float], str]:
     """(slope of log(value) against log(world size), the shape that fits best).
 
-    The shape: "flat" when every value is within FLAT_SPREAD of the median; otherwise the best
+    The shape: "flat" when every value is within FLAT_SPREAD of the median or the slope is under
+    FLAT_SLOPE either way, "falls" when it goes down; otherwise the best
     least-squares fit of a + b*f(n) for f = log2 n, n, n^2 ("logarithmic", "linear", "quadratic").
     The slope is the growth over the sizes measured, a constant part included (1 would be linear).
     """
@@ -157,14 +158,17 @@ def growth(sizes: Sequence[int], values: Sequence[Optional[float]]) -> Tuple[Opt
     slope = fit([math.log(n) for n, _ in points], [math.log(v) for _, v in points])[0]
     ys = sorted(v for _, v in points)
     median = ys[len(ys) // 2]
-    if ys[-1] - ys[0] <= FLAT_SPREAD * median:
+    if ys[-1] - ys[0] <= FLAT_SPREAD * median or abs(slope) < FLAT_SLOPE:
         return slope, "flat"
+    if slope < 0:
+        return slope, "falls"
     shapes = {"logarithmic": math.log2, "linear": float, "quadratic": lambda n: float(n) ** 2}
     errors = {name: fit([f(n) for n, _ in points], [v for _, v in points])[1] for name, f in shapes.items()}
     return slope, min(errors, key=errors.get)
 
 
 FLAT_SPREAD = 0.25
+FLAT_SLOPE = 0.15   # under a 10% rise per doubling of the ranks
 
 
 def fit(xs: Sequence[float], ys: Sequence[float]) -> Tuple[float, float]:

@@ -87,14 +87,16 @@ class Sampler(threading.Thread):
 
 
 def short_name(name: str) -> str:
-    """gcs_server, raylet, or the Python file/module a helper runs (log_monitor.py, ray.dashboard.agent)."""
+    """gcs_server, raylet, ray::<Actor>, or the script a Python helper runs (log_monitor.py, dashboard.py).
+    Only a Python process's own script counts: the raylet's arguments name worker scripts too."""
     words = name.split()
-    for i, word in enumerate(words):
-        if word.endswith(".py"):
-            return Path(word).name
-        if word == "-m" and i + 1 < len(words):
-            return words[i + 1]
-    return Path(words[0]).name if words else "?"
+    if not words:
+        return "?"
+    program = Path(words[0]).name
+    if not program.startswith("python"):
+        return program
+    script = next((w for w in words[1:] if w.endswith(".py")), None)
+    return Path(script).name if script else program
 
 
 def by_name(cpu: Dict[int, float], names: Dict[int, str]) -> Dict[str, float]:

@@ -57,7 +57,8 @@ def markdown(rows: List[Dict], header: str, notes: Optional[List[str]] = None) -
     parts += ["", "## Start-up phases (seconds, from the run's summary timing)", ""]
     parts += transposed_table(rows, PHASE_COLUMNS)
     parts += ["", "## Growth over the sizes measured", "",
-              "Shape: flat when all values are within 25% of the median, else the best least-squares fit of "
+              "Shape: flat when all values are within 25% of the median or the slope is under 0.15 either way, "
+              "falls when it goes down, else the best least-squares fit of "
               "a + b*f(n), f = log2 n, n or n^2. Slope: of log(value) against log(world size) (1 = linear, "
               "a constant part pulls it lower).", ""] + growth_lines(rows)
     for note in notes or []:
