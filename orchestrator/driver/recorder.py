@@ -3,6 +3,7 @@ the checkpoint store and the summary. One place that knows where each record goe
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -17,6 +18,22 @@ MetricsObserver = Callable[[int, Dict[str, float]], None]
 
 
 @dataclass
+class InboundTraffic:
+    """Worker records reaching the driver: their pickled size (about what Ray carried), count and time span."""
+    bytes: int = 0
+    records: int = 0
+    first_unix: Optional[float] = None
+    last_unix: Optional[float] = None
+
+    def add(self, records: List[Record]) -> None:
+        now = time.time()
+        self.bytes += len(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+        self.records += len(records)
+        self.first_unix = self.first_unix or now
+        self.last_unix = now
+
+
+@dataclass
 class RunLog:
     """What the summary reports, accumulated while the run goes."""
     last: Dict[str, float] = field(default_factory=dict)       # latest value of every scalar
@@ -26,6 +43,7 @@ class RunLog:
     timing: Dict[str, float] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
     first_step_unix_per_attempt: List[float] = field(default_factory=list)
+    inbound: InboundTraffic = field(default_factory=InboundTraffic)
 
 
 class Recorder:
@@ -40,6 +58,7 @@ class Recorder:
         }
 
     def handle(self, records: List[Record]) -> None:
+        self.log.inbound.add(records)
         for record in records:
             self.handlers[type(record)](record)
 
