@@ -37,6 +37,17 @@ def read_scalars(tb_dir: Path) -> Dict[str, List[Tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def corrupt_first_image(shard: Path) -> None:
+    """A tar shard's first PNG overwritten with bytes that are no image (same length: the tar stays valid)."""
+    import tarfile
+
+    with tarfile.open(shard) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith(".png"))
+    data = bytearray(shard.read_bytes())
+    data[member.offset_data:member.offset_data + member.size] = b"x" * member.size
+    shard.write_bytes(bytes(data))
+
+
 def compose(*overrides: str):
     from orchestrator.api import compose as compose_config
 

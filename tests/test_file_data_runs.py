@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 import orchestrator
 from orchestrator.data import generate as G
-from tests.helpers import REPO, read_scalars
+from tests.helpers import REPO, corrupt_first_image, read_scalars
 
 pytestmark = pytest.mark.ray
 RUN = ["scaling.num_workers=2", "model=mlp", "model.hidden_sizes=[32]", "trainer.log_every_n_steps=2",
@@ -41,14 +40,6 @@ def test_parquet_shards_give_each_sample_to_one_rank_once(ray_session, tmp_path,
                 for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 240
     assert sorted(per_rank[0] + per_rank[1]) == list(range(480))
-
-
-def corrupt_first_image(shard: Path) -> None:
-    with tarfile.open(shard) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith(".png"))
-    data = bytearray(shard.read_bytes())
-    data[member.offset_data:member.offset_data + member.size] = b"x" * member.size
-    shard.write_bytes(bytes(data))
 
 
 def test_webdataset_shards_train_with_loader_workers_and_count_skipped_samples(ray_session, tmp_path, digits):

@@ -18,6 +18,7 @@ from orchestrator.data.loader import LoaderSettings
 from orchestrator.data.module import WorkerContext
 from orchestrator.data.streaming.parquet import Parquet
 from orchestrator.data.streaming.tar_shards import WebDataset
+from tests.helpers import corrupt_first_image
 
 N, PER_SHARD, BATCH = 480, 60, 20
 
@@ -141,16 +142,10 @@ def test_a_truncated_parquet_file_is_named_or_left_out(files, tmp_path):
 
 
 def corrupt_one_image(files, tmp_path) -> Path:
-    """Shard 2's first PNG replaced by bytes that are no image (same length: the tar stays valid)."""
-    import tarfile
-
+    """Shard 2's first PNG made unreadable."""
     folder = copy_shards(files / "wds", tmp_path / "wds", ".tar")
     shard = sorted(folder.glob("*.tar"))[2]
-    with tarfile.open(shard) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith(".png"))
-    data = bytearray(shard.read_bytes())
-    data[member.offset_data:member.offset_data + member.size] = b"x" * member.size
-    shard.write_bytes(bytes(data))
+    corrupt_first_image(shard)
     return shard
 
 

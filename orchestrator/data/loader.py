@@ -86,6 +86,11 @@ class EvalBatches:
         return -(-len(self.local) // self.batch_size)
 
 
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """A training loader's generator seed: its worker processes' seeds follow (seed, rank, epoch)."""
+    return hash((seed, rank, epoch)) % 2**62
+
+
 class MapTrain:
     """This rank's training batches of a map-style dataset: a resumable sampler's shard. Positions are
     global (``samples_done``), so a resume continues exactly even with another world size."""
@@ -102,8 +107,8 @@ class MapTrain:
         run's augmentations match an uninterrupted one's."""
         self.sampler.set_epoch(epoch)
         self.sampler.set_start(samples_done)
-        seed = hash((self.seed, self.rank, epoch)) % 2**62
-        return make_loader(self.dataset, TrainBatches(self.sampler, self.settings.batch_size), self.settings, seed)
+        return make_loader(self.dataset, TrainBatches(self.sampler, self.settings.batch_size), self.settings,
+                           epoch_seed(self.seed, self.rank, epoch))
 
     def resume_problem(self, recorded: Dict) -> Optional[str]:
         return None

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch.utils.data import DataLoader
 
+from orchestrator.data.loader import epoch_seed
 from orchestrator.data.streaming import plan as P
 from orchestrator.data.streaming.stream import EvalStream, ShardStream, StreamSettings
 
@@ -53,8 +54,7 @@ class StreamTrain:
     def loader(self, epoch: int, samples_done: int, batches_done: int):
         stream = ShardStream(self.split.index, self.split.settings, self.layout, self.order(epoch), self.rank,
                              batches_done)
-        seed = hash((self.seed, self.rank, epoch)) % 2**62
-        return _loader(stream, self.loader_settings, seed, self.layout.workers)
+        return _loader(stream, self.loader_settings, epoch_seed(self.seed, self.rank, epoch), self.layout.workers)
 
     def resume_problem(self, recorded: Dict[str, Any]) -> Optional[str]:
         return P.resume_problem(recorded, self.layout)
