@@ -34,6 +34,8 @@ class AttemptArgs:
     resume: Any = None
     sink: Any = None           # the run's RunSink actor: rank 0 reports to it
     checkpoint_dir: Optional[str] = None  # rank 0 writes its checkpoints here itself (None: sends the bytes)
+    # A policy.recovery.HealPlan: this attempt continues from a live peer's state, not from ``resume``.
+    heal: Any = None
 
     def resume_payload(self) -> Optional[bytes]:
         """The checkpoint to start from, verified against its manifest when read from storage. Ray

@@ -1,78 +1,119 @@
 #!/usr/bin/env python
-"""How long a failure costs: SIGKILL a worker at a random step, N times, and report the recovery time
-(failure detected -> first step after the restart) and the steps lost (work since the last checkpoint).
+"""What a lost worker costs: SIGKILL one worker at a random step, many times, for each recovery path.
 
-    python scripts/recovery.py --runs 5 --checkpoint-every 25
+    python scripts/recovery.py --runs 10 --workers 2 4 --out scripts/results/2026-12-01
 
-Each run is a fresh `orchestrator.run` on a shared local Ray (2 workers, the MLP on the digits);
-the numbers come from the run's own summary.json (`restarts`). Nothing is asserted.
+Paths: ``disk`` (failure.recovery=disk: the gang restarts from the last checkpoint), ``peer`` (healed from
+a live peer, a new process replaces the dead one) and ``spare`` (healed, a warm spare replaces it:
+trainer.spare_workers=1). Runs are interleaved (run i of every path before run i+1) on one shared local Ray;
+the killed rank and step are drawn at random (the same draws for every path). The worker kills itself with
+SIGKILL at the start of that step (``chaos.kind=exit``), as abruptly as the OOM killer. The numbers come from
+each run's summary.json (``restarts``): recovery_s is failure detected -> first step after it; steps_lost is
+the work done again. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def worker_processes(started_after: float):
-    return [p for p in psutil.process_iter(["pid", "cmdline", "create_time"])
-            if (p.info["cmdline"] or [""])[0].startswith("ray::Worker") and p.info["create_time"] >= started_after]
+PATHS = {"disk": ["failure.recovery=disk"], "peer": ["failure.recovery=peer"],
+         "spare": ["failure.recovery=peer", "trainer.spare_workers=1"]}
 
 
-def one_run(run_dir: Path, checkpoint_every: int, steps: int, rng: random.Random) -> dict:
+def one_run(run_dir: Path, path: str, workers: int, rank: int, kill_at: int, steps: int, every: int) -> dict:
     import orchestrator
 
-    # The driver sees metrics about a second after the workers log them, so the kill lands a few hundred
-    # steps later: aim early enough that it lands before the run ends.
-    kill_at = rng.randint(checkpoint_every, steps // 3)
-    killed = {}
-    started = time.time() - 1.0
-
-    def kill(step, values):
-        if not killed and step >= kill_at:
-            victim = rng.choice(worker_processes(started))
-            os.kill(victim.pid, signal.SIGKILL)
-            killed.update(step=step, pid=victim.pid, cmdline=victim.info["cmdline"][0].strip())
-
-    result = orchestrator.run(["model=mlp", f"trainer.max_steps={steps}", "trainer.max_epochs=1000",
-                               "trainer.log_every_n_steps=5", f"checkpoint.every_n_steps={checkpoint_every}",
-                               "checkpoint.every_epoch=false"],
-                              run_dir=run_dir, show_progress=False, on_metrics=kill)
-    if len(result.summary["restarts"]) != 1:
-        raise RuntimeError(f"expected one restart after killing pid {killed.get('pid')} "
-                           f"({killed.get('cmdline')}), got {result.summary['restarts']}; "
-                           f"stop reason {result.summary.get('stop_reason')}")
+    cpus = 2 / (workers + 1)  # the same share per worker for every path (the spare needs its own)
+    result = orchestrator.run(
+        ["model=mlp", f"trainer.max_steps={steps}", "trainer.max_epochs=1000", "trainer.log_every_n_steps=5",
+         f"checkpoint.every_n_steps={every}", "checkpoint.every_epoch=false", f"scaling.num_workers={workers}",
+         f"scaling.cpus_per_worker={cpus:.3f}", "chaos.kind=exit", f"chaos.rank={rank}", f"chaos.at_step={kill_at}",
+         *PATHS[path]], run_dir=run_dir, show_progress=False)
     (restart,) = result.summary["restarts"]
-    return {"kill_sent_at": killed["step"], "died_at": restart["step"],
-            "resumed_from": restart["resume_step"], "rank": restart["rank"],
-            "steps_lost": restart["steps_lost"], "recovery_s": restart["recovery_s"],
-            "steps": result.summary["steps"]}
+    return {"path": restart.get("path"), "workers": workers, "rank": rank, "kill_at": kill_at,
+            "resume_step": restart["resume_step"], "steps_lost": restart["steps_lost"],
+            "recovery_s": restart["recovery_s"], "heal_setup_s": restart.get("heal_setup_s"),
+            "replaced_by": restart.get("replaced_by"), "steps": result.summary["steps"]}
+
+
+def summarise(rows):
+    table = []
+    for workers in sorted({r["workers"] for r in rows}):
+        for path in PATHS:
+            mine = [r for r in rows if r["workers"] == workers and r["mode"] == path]
+            if not mine:
+                continue
+            rec, lost = [r["recovery_s"] for r in mine], [r["steps_lost"] for r in mine]
+            table.append({"workers": workers, "path": path, "runs": len(mine),
+                          "recovery_median_s": statistics.median(rec), "recovery_max_s": max(rec),
+                          "steps_lost_median": statistics.median(lost), "steps_lost_max": max(lost),
+                          "healed_from_peer": sum(r["path"] == "peer" for r in mine)})
+    return table
+
+
+def markdown(table, args, load) -> str:
+    lines = [f"# Recovery after a SIGKILLed worker ({args.runs} runs per row, interleaved)", "",
+             f"`python scripts/recovery.py --runs {args.runs} --workers {' '.join(map(str, args.workers))}` on "
+             f"2 cores (load average {load}); MLP on the digits, {args.steps} steps, checkpoints every "
+             f"{args.checkpoint_every}, killed rank and step drawn at random (same draws per path).", "",
+             "| workers | path | runs | recovery median s | recovery worst s | steps lost median | steps lost worst |"
+             " healed from a peer |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for t in table:
+        lines.append(f"| {t['workers']} | {t['path']} | {t['runs']} | {t['recovery_median_s']:.2f} | "
+                     f"{t['recovery_max_s']:.2f} | {t['steps_lost_median']:g} | {t['steps_lost_max']} | "
+                     f"{t['healed_from_peer']} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["workers"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "recovery_s", "recovery s (failure to next step)"),
+                           (axes[1], "steps_lost", "steps lost")):
+        data, names = [], []
+        for workers in sizes:
+            for mode in PATHS:
+                values = [r[key] for r in rows if r["workers"] == workers and r["mode"] == mode]
+                if values:
+                    data.append(values)
+                    names.append(f"{mode}\n{workers} workers")
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("A SIGKILLed worker: restart from disk vs healing from a live peer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     parser.add_argument("--checkpoint-every", type=int, default=25)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="folder for recovery.{json,md,png}")
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback, as the command line does
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray's session files in a temp dir of our own (short: socket paths are limited), removed at the end.
-    ray_tmp = tempfile.mkdtemp(prefix="rr")
+    ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: socket paths are limited
     os.environ["RAY_TMPDIR"] = ray_tmp
     import ray
 
@@ -82,20 +123,27 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="recovery_") as tmp:
             for i in range(args.runs):
-                row = one_run(Path(tmp) / f"run{i}", args.checkpoint_every, args.steps, rng)
-                rows.append(row)
-                print(f"run {i + 1}: kill sent when the driver saw step {row['kill_sent_at']}, "
-                      f"rank {row['rank']} died at step {row['died_at']}, resumed from {row['resumed_from']} "
-                      f"({row['steps_lost']} steps lost), first step {row['recovery_s']:.2f} s after the "
-                      f"failure; finished {row['steps']} steps", flush=True)
+                for workers in args.workers:
+                    rank, kill_at = rng.randrange(workers), rng.randint(args.checkpoint_every + 5, args.steps * 3 // 4)
+                    for path in args.paths:
+                        row = one_run(Path(tmp) / f"{path}{workers}-{i}", path, workers, rank, kill_at, args.steps,
+                                      args.checkpoint_every)
+                        row["mode"] = path
+                        rows.append(row)
+                        print(f"{path:5s} {workers} workers run {i + 1}: rank {rank} killed at step {kill_at}, "
+                              f"{row['path']} recovery from step {row['resume_step']} ({row['steps_lost']} lost) "
+                              f"in {row['recovery_s']:.2f} s", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    recovery = [r["recovery_s"] for r in rows]
-    lost = [r["steps_lost"] for r in rows]
-    print(f"\nrecovery (failure to first step after restart): median {statistics.median(recovery):.2f} s, "
-          f"max {max(recovery):.2f} s; steps lost: median {statistics.median(lost)}, max {max(lost)} "
-          f"(checkpoints every {args.checkpoint_every} steps)")
+    table = summarise(rows)
+    text = markdown(table, args, " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print("\n" + text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "recovery.json").write_text(json.dumps({"rows": rows, "table": table}, indent=1))
+        (args.out / "recovery.md").write_text(text)
+        chart(rows, args.out / "recovery.png")
     return 0
 
 

@@ -222,7 +222,8 @@ def test_a_worker_killed_mid_async_write_resumes_from_the_previous_checkpoint_bi
 
     crashed = tmp_path / "crashed"
     env = dict(own_ray_env, **{SLOW_WRITE_ENV: "1.5"})  # every write stalls 1.5 s half-way: the kill lands mid-write
-    proc = subprocess.Popen(train_command(crashed, *RUN), cwd=REPO, env=env, stdout=subprocess.PIPE,
+    # failure.recovery=disk: this is about the checkpoint on disk (a live peer would heal without it).
+    proc = subprocess.Popen(train_command(crashed, *RUN, "failure.recovery=disk"), cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         kill_the_writer_of(20, crashed / "checkpoints", proc)

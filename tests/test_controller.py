@@ -17,6 +17,7 @@ from orchestrator.checkpoint.store import CheckpointStore, Manifest, StoredCheck
 from orchestrator.policy.failure import Action, Decision, Failure, Kind, MaxFailuresPolicy, decide
 from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
 from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, plan_attempt
+from orchestrator.policy.recovery import HealPlan
 from orchestrator.driver.progress import ProgressView
 from orchestrator.driver.recorder import Recorder
 from orchestrator.driver.supervisor import StopSignal
@@ -115,8 +116,10 @@ class FakeGang:
 class ScriptedGangs:
     """Starts gangs of the sizes that fit and returns the scripted outcomes, one per attempt."""
 
-    def __init__(self, outcomes: List, fits=lambda request: True, store: Optional[CheckpointStore] = None):
+    def __init__(self, outcomes: List, fits=lambda request: True, store: Optional[CheckpointStore] = None,
+                 heals: List = ()):
         self.outcomes = list(outcomes)
+        self.heals = list(heals)  # what each heal() answers: a HealPlan, or why not
         self.fits = fits
         self.store = store
         self.requests: List[GangRequest] = []
@@ -130,15 +133,22 @@ class ScriptedGangs:
         self.gangs.append(FakeGang(request.world_size))
         return self.gangs[-1]
 
-    def run(self, gang: FakeGang, plan: AttemptPlan, resume: Optional[StoredCheckpoint]):
-        self.runs.append((plan, resume))
+    def run(self, gang: FakeGang, plan: AttemptPlan, resume: Optional[StoredCheckpoint], heal=None):
+        self.runs.append((plan, resume, heal))
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
             raise outcome  # before the gang is released: the controller's teardown must do it
-        gang.shutdown()  # like the real runner: an attempt that ends releases its gang
         if callable(outcome):
-            return outcome()
+            outcome = outcome()
+        if not outcome.gang_kept:
+            gang.shutdown()  # like the real runner: an attempt that ends releases its gang, unless kept to heal
         return outcome
+
+    def heal(self, gang: FakeGang, failure: Failure):
+        answer = self.heals.pop(0)
+        if not isinstance(answer, HealPlan):
+            gang.shutdown()  # like the real runner: a gang that cannot be healed is released
+        return answer
 
 
 @pytest.fixture
@@ -158,7 +168,7 @@ def test_a_run_that_finishes(context):
     assert Controller(ctx, gangs).run() == RunStatus.COMPLETED
     assert ctx.recorder.log.info["stop_reason"] == "max_epochs"
     assert ctx.recorder.log.timing["steady_samples_per_sec"] == 5.0
-    assert [plan for plan, _ in gangs.runs] == [AttemptPlan(0, 2, 1)]
+    assert [plan for plan, _, _ in gangs.runs] == [AttemptPlan(0, 2, 1)]
 
 
 def test_a_death_is_recovered_from_the_newest_checkpoint(context):
@@ -172,8 +182,8 @@ def test_a_death_is_recovered_from_the_newest_checkpoint(context):
     controller = Controller(ctx, gangs)
     assert controller.run() is RunStatus.COMPLETED
     assert controller.path == [S.STARTING, S.RUNNING, S.RECOVERING, S.STARTING, S.RUNNING, S.FINISHED]
-    assert [resume.read() if resume else None for _, resume in gangs.runs] == [None, b"weights at step 8"]
-    assert [plan.attempt for plan, _ in gangs.runs] == [0, 1]
+    assert [resume.read() if resume else None for _, resume, _ in gangs.runs] == [None, b"weights at step 8"]
+    assert [plan.attempt for plan, _, _ in gangs.runs] == [0, 1]
     (restart,) = ctx.recorder.log.restarts
     assert (restart["action"], restart["resume_step"], restart["steps_lost"]) == ("restart", 8, 2)
 
@@ -183,7 +193,7 @@ def test_a_restart_without_new_checkpoints_starts_from_the_resumed_one(context):
     ctx = context(resumed_from=resumed)
     gangs = ScriptedGangs([failed(step=5), finished()])
     Controller(ctx, gangs).run()
-    assert [resume for _, resume in gangs.runs] == [resumed, resumed]
+    assert [resume for _, resume, _ in gangs.runs] == [resumed, resumed]
 
 
 def test_a_nan_stop_fails_the_run_without_a_restart(context):
@@ -306,3 +316,40 @@ def test_injected_policies_decide(context):
     with pytest.raises(RunFailed, match="never restarts"):
         Controller(ctx, gangs, failure_policy=NeverRestart(), scaling_policy=policy).run()
     assert gangs.requests == [GangRequest(1, 3.0)] and gangs.runs[0][0].world_size == 1
+
+
+# ----------------------------------------------------------------------------- healing from live peers
+def kept(outcome: Outcome) -> Outcome:
+    return dataclasses.replace(outcome, gang_kept=True)
+
+
+def test_a_kept_gang_is_healed_and_the_next_attempt_runs_on_it(context):
+    ctx = context()
+    plan = HealPlan(source=0, step=10, receivers=(1,), replaced=(1,), steps_lost=1)
+    gangs = ScriptedGangs([kept(failed(step=11)), finished()], heals=[plan])
+    assert Controller(ctx, gangs).run() == RunStatus.COMPLETED
+    assert len(gangs.requests) == 1, "no new gang: the survivors' gang goes on"
+    assert [heal for _, _, heal in gangs.runs] == [None, plan]
+    assert gangs.runs[1][0].attempt == 1
+    (restart,) = ctx.recorder.log.restarts
+    assert restart["path"] == "peer" and restart["resume_step"] == 10 and restart["steps_lost"] == 1
+    assert restart["source_rank"] == 0 and restart["replaced"] == [1]
+    assert gangs.gangs[0].released == 1
+
+
+def test_a_gang_that_cannot_be_healed_restarts_from_disk_and_says_why(context):
+    ctx = context()
+    gangs = ScriptedGangs([kept(failed(step=11)), finished()], heals=["no rank survived with its state"])
+    assert Controller(ctx, gangs).run() == RunStatus.COMPLETED
+    assert len(gangs.requests) == 2 and gangs.gangs[0].released == 1
+    (restart,) = ctx.recorder.log.restarts
+    assert restart["path"] == "disk" and restart["not_healed"] == "no rank survived with its state"
+    assert gangs.runs[1][2] is None
+
+
+def test_a_kept_gang_is_released_when_the_policy_gives_up(context):
+    ctx = context(make_config(max_failures=0))
+    gangs = ScriptedGangs([kept(failed(step=11))], heals=[])
+    with pytest.raises(RunFailed):
+        Controller(ctx, gangs).run()
+    assert gangs.gangs[0].released == 1 and not gangs.heals

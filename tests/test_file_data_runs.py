@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_epoch_resumes_its_stream_where_it_was(ray_session, 
               "data.batch_size=32", "model.dropout=0", "trainer.max_steps=16", "trainer.max_epochs=10",
               "checkpoint.every_n_steps=5", "checkpoint.every_epoch=false"]
     orchestrator.run(stream, run_dir=tmp_path / "whole", show_progress=False)
-    killed = orchestrator.run([*stream, "chaos.kind=exit", "chaos.rank=1", "chaos.at_step=13"],
+    killed = orchestrator.run([*stream, "chaos.kind=exit", "chaos.rank=1", "chaos.at_step=13", "failure.recovery=disk"],
                               run_dir=tmp_path / "killed", show_progress=False)
     assert killed.summary["restarts"] and killed.summary["restarts"][0]["resume_step"] == 10
     (name, whole), (name_killed, resumed) = final_weights(tmp_path / "whole"), final_weights(tmp_path / "killed")

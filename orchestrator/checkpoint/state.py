@@ -148,14 +148,18 @@ def load_payload(data: bytes) -> Dict[str, Any]:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+def load_trainables(payload: Dict[str, Any], objects: Trainables) -> None:
+    """Model, optimizer, schedule and grad scaler from a payload (a checkpoint's, or a live peer's)."""
+    objects.model.load_state_dict(payload["model"])
+    objects.optimizer.load_state_dict(payload["optimizer"])
+    objects.scheduler.load_state_dict(payload["scheduler"])
+    if objects.scaler is not None and payload.get("scaler"):
+        objects.scaler.load_state_dict(payload["scaler"])
+
+
 def restore(payload: Dict[str, Any], objects: Trainables, rank: int, world_size: int, seed: int,
             attempt: int) -> TrainState:
-    model, optimizer, scheduler, scaler = objects.model, objects.optimizer, objects.scheduler, objects.scaler
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    if scaler is not None and payload.get("scaler"):
-        scaler.load_state_dict(payload["scaler"])
+    load_trainables(payload, objects)
     if payload["world_size"] == world_size:
         set_rng_state(payload["rng"][rank])
     else:

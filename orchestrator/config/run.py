@@ -67,6 +67,9 @@ class TrainerConfig:
     # Gangs of up to this many ranks get TensorBoard tags per rank (worker/<rank>/step_ms, ...); larger
     # ones the distribution across ranks (workers/step_ms/{min,median,p90,max}) and the slowest ranks' ids.
     per_rank_metrics_up_to: int = 16
+    # Extra worker actors kept started (torch imported) outside the process group: a dead rank's
+    # replacement joins at once instead of starting a process (failure.recovery=peer).
+    spare_workers: int = 0
     # Validate every N optimizer steps; null validates at the end of every epoch.
     val_every_n_steps: Optional[int] = None
     # Micro-batches per optimizer step; all-reduce only on the last one (DDP no_sync).
@@ -93,6 +96,7 @@ class TrainerConfig:
                 self.loss)
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", "must be >= 1",
                 self.log_every_n_steps)
+        require(self.spare_workers >= 0, "trainer.spare_workers", "must be >= 0", self.spare_workers)
         require(self.per_rank_metrics_up_to >= 0, "trainer.per_rank_metrics_up_to",
                 "must be >= 0 (0: always the distribution across ranks)", self.per_rank_metrics_up_to)
         require(self.val_every_n_steps is None or self.val_every_n_steps >= 1,
@@ -258,18 +262,23 @@ class ClusterConfig:
 class ChaosConfig:
     """Fault injection, for trying out fault tolerance (and for its tests).
 
-    kind: none | raise (a Python exception) | exit (the process dies) | stall (stops
-    making progress) | nan (the loss becomes NaN). At optimizer step `at_step` on rank `rank`.
+    kind: none | raise (a Python exception) | exit (the process dies) | term (the process gets
+    SIGTERM, as a spot instance's preemption notice) | stall (stops making progress) | nan (the loss
+    becomes NaN). At optimizer step `at_step` on rank `rank` (-1: every rank).
     """
     kind: str = "none"
     rank: int = 0
     at_step: int = 1
+    # A failure per attempt: attempt k fails at at_step + k * every_n_steps (null: at at_step).
+    every_n_steps: Optional[int] = None
     # Only in the first attempt (so a restart succeeds); false repeats it every attempt.
     once: bool = True
 
     def __post_init__(self):
-        require_choice("chaos.kind", self.kind, {"none", "raise", "exit", "stall", "nan"})
-        require(self.rank >= 0, "chaos.rank", "must be >= 0", self.rank)
+        require_choice("chaos.kind", self.kind, {"none", "raise", "exit", "term", "stall", "nan"})
+        require(self.rank >= -1, "chaos.rank", "must be >= 0, or -1 (every rank)", self.rank)
         require(self.at_step >= 1, "chaos.at_step", "must be >= 1", self.at_step)
+        require(self.every_n_steps is None or self.every_n_steps >= 1, "chaos.every_n_steps",
+                "must be null or >= 1", self.every_n_steps)
 
 

@@ -66,6 +66,10 @@ class FailureConfig:
     restart_wait_s: float = 30.0
     # On Ctrl-C/SIGTERM, how long the workers get to stop at a step boundary and checkpoint.
     graceful_stop_s: float = 60.0
+    # After a worker dies: "peer" heals the gang from a surviving rank's memory (the survivors keep their
+    # processes and state, one replacement joins, at most the step in flight is lost), falling back to
+    # the newest checkpoint when it cannot; "disk" always restarts the whole gang from the checkpoint.
+    recovery: str = "peer"
     # Your own failure policy: {_target_: my_project.policies.Policy, ...}, a class with
     # decide(failure, history) -> Decision (see orchestrator/policy/failure.py); it may name max_failures.
     # Empty: restart up to max_failures times, and raise when the same exception comes back.
@@ -79,6 +83,7 @@ class FailureConfig:
                 self.collective_timeout_s)
         require_choice("failure.elastic_batch", self.elastic_batch, {"keep_global_batch", "scale_lr"})
         require(self.restart_wait_s >= 0, "failure.restart_wait_s", "must be >= 0", self.restart_wait_s)
+        require_choice("failure.recovery", self.recovery, {"peer", "disk"})
         require(self.graceful_stop_s > 0, "failure.graceful_stop_s", "must be > 0", self.graceful_stop_s)
 
 

@@ -4,6 +4,7 @@
        |  ^                      |  |---stopped on request / interrupted---> STOPPING ---> FINISHED (interrupted)
        |  |                      |  '---non-finite loss (health.nan_policy=stop)---> FAILED
        |  '---restart---- RECOVERING <---failed---'
+       |                      |---healed from live peers (failure.recovery=peer)---> RUNNING
        |                      '---raise---> FAILED
        |---asked to stop---> STOPPING
        '---a replacement gang cannot start---> RECOVERING (the first start raises its error as it is)
@@ -19,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
 from ray.exceptions import RayActorError, RayTaskError
 
@@ -29,6 +30,7 @@ from orchestrator.policy.failure import (Action, Decision, Failure, FailurePolic
                                          is_config_error)
 from orchestrator.policy.outcomes import AttemptStatus, Outcome, RunFailed, RunStatus, StopKind
 from orchestrator.policy.plan import AttemptPlan, ElasticPolicy, GangRequest, ScalingPolicy
+from orchestrator.policy.recovery import HealPlan
 from orchestrator.driver.recorder import Recorder
 from orchestrator.driver.supervisor import StopSignal
 from orchestrator.driver.worker_group import PlacementTimeout, RendezvousTimeout, WorkerStartTimeout
@@ -79,8 +81,12 @@ class Gangs(Protocol):
     def start(self, request: GangRequest) -> Gang:
         """A gang of ``request.world_size``, or PlacementTimeout / another of RESTART_ERRORS."""
 
-    def run(self, gang: Gang, plan: AttemptPlan, resume: Optional[Resume]) -> Outcome:
-        """Train one attempt on ``gang`` from ``resume`` (None: from scratch); always release the gang."""
+    def run(self, gang: Gang, plan: AttemptPlan, resume: Optional[Resume], heal: Optional[HealPlan] = None) -> Outcome:
+        """Train one attempt on ``gang`` from ``resume`` (None: from scratch) or, with ``heal``, from its
+        survivors' memory; release the gang, unless ``outcome.gang_kept`` (kept for ``heal``)."""
+
+    def heal(self, gang: Gang, failure: Failure) -> Union[HealPlan, str]:
+        """Replace the kept gang's dead ranks and re-form it: the plan, or why not (the gang is then released)."""
 
 
 @dataclass
@@ -106,6 +112,7 @@ class Controller:
         self.failure: Optional[Failure] = None       # the one being recovered from
         self.start_from: Optional[Resume] = run.resumed_from  # what the next attempt loads
         self.gang: Optional[Gang] = None
+        self.heal_plan: Optional[HealPlan] = None    # the next attempt continues from live peers
         self.plan: Optional[AttemptPlan] = None
         self.status: Optional[RunStatus] = None
         self.error: Optional[Exception] = None       # RunFailed, or a ConfigError found on a worker
@@ -141,8 +148,10 @@ class Controller:
         return State.RUNNING
 
     def running(self) -> State:
-        outcome = self.gangs.run(self.gang, self.plan, self.start_from)
-        self.gang = None  # released by the run
+        outcome = self.gangs.run(self.gang, self.plan, self.start_from, self.heal_plan)
+        self.heal_plan = None
+        if not outcome.gang_kept:
+            self.gang = None  # released by the run
         next_state = after_attempt(outcome, self.ctx.stop.requested)
         self.record_end(outcome, next_state)
         return next_state
@@ -151,9 +160,16 @@ class Controller:
         failure = self.failure
         decision = self.failure_policy.decide(failure, self.history)
         self.history.append(failure)
+        not_healed = None
+        if decision.action is Action.RESTART and self.gang is not None:  # kept: heal it from its survivors
+            healed = self.gangs.heal(self.gang, failure)
+            if isinstance(healed, HealPlan):
+                return self.heal_from_peers(failure, decision, healed)
+            not_healed, self.gang = healed, None  # released by heal
+        self.release()  # a kept gang that will not be healed (the policy gave up)
         # The newest checkpoint of this run, else the one this run was resumed from.
         latest = self.ctx.store.latest_good() or self.ctx.resumed_from
-        self.report_failure(failure, decision, latest.manifest.step if latest else None)
+        self.report_failure(failure, decision, latest.manifest.step if latest else None, not_healed=not_healed)
         next_state = after_decision(decision)
         if next_state is State.FAILED and is_config_error(failure):
             self.error = C.ConfigError(failure.message.strip())  # one line, no worker traceback
@@ -163,6 +179,14 @@ class Controller:
             self.start_from = latest
             self.attempt += 1
         return next_state
+
+    def heal_from_peers(self, failure: Failure, decision: Decision, heal: HealPlan) -> State:
+        """The gang was re-formed with the survivors: the next attempt continues after the source's step."""
+        self.report_failure(failure, decision, heal.step, heal=heal)
+        self.attempt += 1
+        self.plan = self.scaling_policy.plan(self.attempt, self.plan.world_size)
+        self.heal_plan = heal
+        return State.RUNNING
 
     def stopping(self) -> State:
         """The gang (if any) wrote its final checkpoint and was released: the run is interrupted."""
@@ -202,22 +226,41 @@ class Controller:
         elif next_state is State.RECOVERING:
             self.failure = outcome.failure
 
-    def report_failure(self, failure: Failure, decision: Decision, resume_step: Optional[int]) -> None:
+    def report_failure(self, failure: Failure, decision: Decision, resume_step: Optional[int],
+                       heal: Optional[HealPlan] = None, not_healed: Optional[str] = None) -> None:
+        """``heal``: continuing from live peers (path "peer"); else from disk, ``not_healed`` saying why
+        a kept gang could not be healed."""
         recorder = self.ctx.recorder
-        steps_lost = max(0, failure.step - (resume_step or 0))
+        # The step the gang had reached: a dead rank's heartbeat can lag what the survivors completed.
+        step = max(failure.step, resume_step or 0)
+        steps_lost = heal.steps_lost if heal else step - (resume_step or 0)
+        path = "peer" if heal else "disk"
         entry: Dict[str, Any] = {
             "attempt": self.attempt, "kind": failure.kind.value, "rank": failure.rank, "node": failure.node,
-            "step": failure.step, "message": failure.message.strip()[:2000], "action": decision.action.value,
+            "step": step, "message": failure.message.strip()[:2000], "action": decision.action.value,
             "reason": decision.reason, "resume_step": resume_step, "steps_lost": steps_lost,
             "detected_unix": failure.detected_at}
+        if decision.action == Action.RESTART:
+            entry["path"] = path
+            entry.update(self.heal_details(heal, not_healed))
         recorder.log.restarts.append(entry)
-        recorder.tb.scalars(failure.step, {"fault/failures": float(len(recorder.log.restarts)),
-                                           "fault/steps_lost": float(steps_lost)}, replayable=False)
+        recorder.tb.scalars(step, {"fault/failures": float(len(recorder.log.restarts)),
+                                   "fault/steps_lost": float(steps_lost),
+                                   "fault/peer_recovery": float(heal is not None)}, replayable=False)
         detail = f"\n{failure.traceback}" if failure.kind == Kind.HANG else ""
-        resuming = (f"; resuming from step {resume_step} ({steps_lost} steps lost)"
+        source = (f"healing from rank {heal.source}'s memory (rank(s) {', '.join(map(str, heal.replaced))} "
+                  f"replaced)" if heal else "resuming from the checkpoint"
+                  + (f" (no peer recovery: {not_healed})" if not_healed else ""))
+        resuming = (f"; {source} at step {resume_step} ({steps_lost} steps lost)"
                     if decision.action == Action.RESTART else "")
         recorder.event(failure.step, "failure", f"{failure.describe()}; {decision.action.value}: "
                                                 f"{decision.reason}{resuming}{detail}", style="red")
+
+    def heal_details(self, heal: Optional[HealPlan], not_healed: Optional[str]) -> Dict[str, Any]:
+        if heal is None:
+            return {"not_healed": not_healed} if not_healed else {}
+        return {"source_rank": heal.source, "replaced": list(heal.replaced),
+                **getattr(self.gangs, "last_heal", {})}
 
     def release(self) -> None:
         if self.gang is not None:

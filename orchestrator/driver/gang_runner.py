@@ -8,20 +8,23 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Dict, Iterator, Optional, Union
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from orchestrator import config as C
 from orchestrator.attempt import AttemptArgs
 from orchestrator.checkpoint.store import CheckpointStore, StoredCheckpoint
 from orchestrator.checkpoint.transport import Transport, decide_transport
-from orchestrator.policy.outcomes import Outcome
+from orchestrator.policy.failure import Failure, Kind, is_collective_error
+from orchestrator.policy.outcomes import AttemptStatus, Outcome
+from orchestrator.policy.recovery import Held, HealPlan, plan_heal
 from orchestrator.policy.plan import AttemptPlan, GangRequest
 from orchestrator.policy.start_bounds import start_bounds
 from orchestrator.driver.recorder import Recorder
 from orchestrator.driver.supervisor import StopSignal, Supervisor
-from orchestrator.driver.worker_group import WorkerGroup
+from orchestrator.driver.worker_group import RendezvousTimeout, WorkerGroup, WorkerStartTimeout, release
 
 
 class GangRunner:
@@ -31,6 +34,7 @@ class GangRunner:
         self.shared_data = None
         self.sink = None
         self.checkpoint_dir: Optional[str] = None
+        self.last_heal: Dict = {}  # how the latest heal filled the dead ranks, and how long it took
 
     @contextmanager
     def opened(self, data, store: CheckpointStore) -> Iterator["GangRunner"]:
@@ -53,10 +57,15 @@ class GangRunner:
         bounds = dataclasses.replace(start_bounds(cfg.scaling, cfg.cluster, size, collective_s),
                                      placement=request.placement_bound())
         return WorkerGroup.start(cfg.scaling, cfg.cluster, size, collective_s,
-                                 use_gpus=cfg.trainer.device != "cpu", bounds=bounds)
+                                 use_gpus=cfg.trainer.device != "cpu", bounds=bounds,
+                                 spares=cfg.trainer.spare_workers)
 
-    def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[StoredCheckpoint]) -> Outcome:
-        """One attempt: train on this gang until it finishes, fails or is stopped; always release it."""
+    def run(self, group: WorkerGroup, plan: AttemptPlan, resume: Optional[StoredCheckpoint],
+            heal: Optional[HealPlan] = None) -> Outcome:
+        """One attempt: train on this gang until it finishes, fails or is stopped (``heal``: continuing
+        from the survivors' memory, see ``heal``). The gang is released, except after a lost worker
+        with failure.recovery=peer: then ``outcome.gang_kept`` and the controller asks ``heal``."""
+        keep = False
         try:
             self.record_gang(group, plan.attempt)
             view = self.recorder.view
@@ -66,12 +75,36 @@ class GangRunner:
             if resume is not None and not transport.restore_direct:
                 resume = ray.put(resume.read())  # the driver reads it once; every worker maps the object
             args = AttemptArgs(self.cfg, self.shared_data.for_attempt(plan.world_size), plan, resume, self.sink,
-                               checkpoint_dir=self.checkpoint_dir if transport.save_direct else None)
+                               checkpoint_dir=self.checkpoint_dir if transport.save_direct else None, heal=heal)
             outcome = supervisor.watch(group.run(args))
+            keep = may_heal(outcome, self.cfg.failure.recovery, group.size)
         finally:
-            group.shutdown()
+            if not keep:
+                group.shutdown()
         supervisor.drain_sink()  # everything rank 0 sent: curves, events and checkpoints up to the end
-        return outcome
+        return dataclasses.replace(outcome, gang_kept=keep)
+
+    def heal(self, group: WorkerGroup, failure: Failure) -> Union[HealPlan, str]:
+        """After a lost worker: ask every rank what it holds, replace the dead ones (spares first) and
+        re-form the process group. A HealPlan for the next attempt, or why not (the gang is then released:
+        the controller restarts from disk)."""
+        t0 = time.perf_counter()
+        try:
+            if failure.kind == Kind.PREEMPTED and failure.rank is not None:
+                # It left after the checkpoint, but its open connections would keep the survivors
+                # waiting in their next collective: end it (its machine is going anyway).
+                release([group.actors[failure.rank]], None)
+            decision = plan_heal(held_states(group), group.size, self.cfg.failure.recovery)
+            if isinstance(decision, HealPlan):
+                filled = group.replace(decision.replaced, self.cfg.failure.restart_wait_s)
+                group.join({})
+                self.last_heal = {"replaced_by": {str(rank): how for rank, how in filled.items()},  # as in JSON
+                                  "heal_setup_s": time.perf_counter() - t0}
+                return decision
+        except HEAL_ERRORS as err:
+            decision = f"re-forming the gang failed ({type(err).__name__}: {first_line(str(err))})"
+        group.shutdown()
+        return decision
 
     def transport(self, group: WorkerGroup) -> Transport:
         here = ray.get_runtime_context().get_node_id()
@@ -89,10 +122,53 @@ class GangRunner:
             {"rank": rank, "node_id": info.node_id, "node_ip": info.node_ip, "pid": info.pid, "gpus": info.gpu_ids}
             for rank, info in enumerate(group.infos)]
         log.info["world_size"] = group.size
+        log.info["spare_workers"] = len(group.spares)
         if attempt == 0:
             log.timing.update(group.timings)
             self.recorder.tb.scalars(0, {f"startup/{key}": value for key, value in log.timing.items()
                                          if key.endswith("_s")}, replayable=False)
+
+
+# Replacing a worker or re-forming the group can fail like this: the heal falls back to disk.
+HEAL_ERRORS = (WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError, GetTimeoutError)
+HELD_TIMEOUT_S = 10.0
+
+
+def may_heal(outcome: Outcome, recovery: str, size: int) -> bool:
+    """Keep the gang for a heal: a failed attempt whose cause may be a lost worker (a dead process, or
+    its peers' failed collectives when Ray has not reported the death yet). ``heal`` then asks who holds what."""
+    failure = outcome.failure
+    if outcome.status is not AttemptStatus.FAILED or failure is None or recovery != "peer" or size < 2:
+        return False
+    return (failure.kind in (Kind.WORKER_DIED, Kind.PREEMPTED)
+            or (failure.kind == Kind.EXCEPTION and is_collective_error(failure)))
+
+
+def held_states(group: WorkerGroup, timeout_s: float = HELD_TIMEOUT_S) -> Dict[int, Held]:
+    """What each rank still holds, once none is still inside its failed attempt (a survivor's failed
+    collective can take a moment to raise); a dead, unresponsive or still busy worker holds nothing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = ask_held(group, max(0.1, deadline - time.monotonic()))
+        if not any(h.busy for h in held.values()) or time.monotonic() > deadline:
+            return {rank: Held(step=None) if h.busy else h for rank, h in held.items()}
+        time.sleep(0.05)
+
+
+def ask_held(group: WorkerGroup, timeout_s: float) -> Dict[int, Held]:
+    refs = [actor.held_state.remote() for actor in group.actors]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    held: Dict[int, Held] = {}
+    for rank, ref in enumerate(refs):
+        try:
+            held[rank] = ray.get(ref) if ref in ready else Held(step=None)
+        except (RayActorError, RayTaskError):
+            held[rank] = Held(step=None)
+    return held
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
 def start_run_sink(store: CheckpointStore):

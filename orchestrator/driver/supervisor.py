@@ -144,7 +144,8 @@ class Supervisor:
         if isinstance(err, RayTaskError):
             cause = err.cause if getattr(err, "cause", None) is not None else err
             if isinstance(cause, TrainingError):  # raised by the training loop: exact step, full traceback
-                return Failure(Kind.EXCEPTION, rank, cause.step, message=cause.message, node=info.node_ip,
+                kind = Kind.PREEMPTED if cause.error_type == "Preempted" else Kind.EXCEPTION
+                return Failure(kind, rank, cause.step, message=cause.message, node=info.node_ip,
                                error_type=cause.error_type, traceback=cause.traceback_text, detected_at=time.time())
             return Failure(Kind.EXCEPTION, rank, step, message=str(cause), node=info.node_ip,
                            error_type=type(cause).__name__, traceback=str(err), detected_at=time.time())

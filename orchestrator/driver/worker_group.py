@@ -84,12 +84,33 @@ def describe_cluster() -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class GroupSettings:
+    """What starting one more worker and re-forming the process group need (after a heal)."""
+    scaling: C.ScalingConfig
+    bounds: StartBounds
+    collective_timeout_s: float
+    use_gpus: bool = True
+    gloo_ifname: Optional[str] = None
+
+
+@dataclass
+class Spare:
+    """A started worker outside the process group (trainer.spare_workers), in its own bundle."""
+    actor: Any
+    bundle: int
+    describe: Any  # its describe() reference: ready once the process has started and imported torch
+
+
 @dataclass
 class WorkerGroup:
     actors: List[Any]
     infos: List[WorkerInfo]              # in rank order
     pg: Any
     timings: Dict[str, float] = field(default_factory=dict)
+    bundles: List[int] = field(default_factory=list)   # each rank's placement-group bundle
+    spares: List[Spare] = field(default_factory=list)
+    settings: Optional[GroupSettings] = None
 
     @property
     def size(self) -> int:
@@ -97,31 +118,88 @@ class WorkerGroup:
 
     @classmethod
     def start(cls, scaling: C.ScalingConfig, cluster: C.ClusterConfig, size: int, collective_timeout_s: float,
-              use_gpus: bool = True, bounds: Optional[StartBounds] = None) -> "WorkerGroup":
+              use_gpus: bool = True, bounds: Optional[StartBounds] = None, spares: int = 0) -> "WorkerGroup":
         """Only the scaling and cluster sections: how many workers, what each needs, where the network is.
-        ``bounds``: how long each phase may take (None: from the config, derived where it says null)."""
+        ``bounds``: how long each phase may take (None: from the config, derived where it says null).
+        ``spares``: extra workers started in bundles of their own, not waited for."""
         bounds = bounds or start_bounds(scaling, cluster, size, collective_timeout_s)
+        settings = GroupSettings(scaling, bounds, collective_timeout_s, use_gpus, cluster.gloo_socket_ifname)
         timings: Dict[str, float] = {}
-        pg = reserve(scaling, size, bounds.placement, timings)
-        actors: List[Any] = []
+        pg = reserve(scaling, size + spares, bounds.placement, timings)
+        everyone: List[Any] = []
         try:
-            actors = create_actors(scaling, pg, size)
+            everyone = create_actors(scaling, pg, range(size + spares))
+            actors = everyone[:size]
+            standby = [Spare(a, size + i, a.warm.remote()) for i, a in enumerate(everyone[size:])]
             infos = wait_for_actors(actors, bounds.actor_start, timings)
             order = rank_order(infos)
             actors, infos = [actors[i] for i in order], [infos[i] for i in order]
-            rendezvous(actors, infos, collective_timeout_s, bounds, timings, use_gpus=use_gpus,
-                       gloo_ifname=cluster.gloo_socket_ifname)
+            group = cls(actors, infos, pg, timings, bundles=list(order), spares=standby, settings=settings)
+            group.join(timings)
         except BaseException:
-            release(actors, pg)  # teardown in one place, also after a failed start
+            release(everyone, pg)  # teardown in one place, also after a failed start
             raise
-        return cls(actors, infos, pg, timings)
+        return group
+
+    def join(self, timings: Dict[str, float]) -> None:
+        """Every rank joins a (new) process group hosted by rank 0."""
+        s = self.settings
+        rendezvous(self.actors, self.infos, s.collective_timeout_s, s.bounds, timings, use_gpus=s.use_gpus,
+                   gloo_ifname=s.gloo_ifname)
 
     def run(self, attempt: AttemptArgs) -> List[ray.ObjectRef]:
         """Start ``Worker.run`` on every rank; one reference per rank, in rank order."""
         return [actor.run.remote(attempt) for actor in self.actors]
 
+    def replace(self, ranks: Sequence[int], capacity_wait_s: float) -> Dict[int, str]:
+        """A new worker in each of ``ranks`` (whose processes died): a spare (a ready one first; one still
+        starting is ahead of a new process anyway), else a new actor in the dead one's bundle. A used
+        spare's place is refilled in that bundle.
+        Returns how each rank was filled ("spare" or "new"). Raises WorkerStartTimeout, after
+        ``capacity_wait_s`` when the bundle went with its node and Ray has found no room for it."""
+        how: Dict[int, str] = {}
+        refs = {}
+        for rank in ranks:
+            release([self.actors[rank]], None)
+            freed, spare = self.bundles[rank], self.ready_spare()
+            if spare is not None:
+                self.spares.remove(spare)
+                self.actors[rank], self.bundles[rank], refs[rank] = spare.actor, spare.bundle, spare.describe
+                (actor,) = create_actors(self.settings.scaling, self.pg, [freed])
+                self.spares.append(Spare(actor, freed, actor.warm.remote()))
+                how[rank] = "spare"
+            else:
+                (self.actors[rank],) = create_actors(self.settings.scaling, self.pg, [freed])
+                refs[rank] = self.actors[rank].describe.remote()
+                how[rank] = "new"
+        pending = list(refs.values())
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=capacity_wait_s)
+        if pending and placement_state(self.pg) != "CREATED":
+            raise WorkerStartTimeout(f"no room for a replacement worker within {capacity_wait_s:g}s "
+                                     f"(failure.restart_wait_s): a bundle of the gang was lost with its node")
+        infos = wait_for_actors([self.actors[rank] for rank in refs], self.settings.bounds.actor_start, {},
+                                refs=list(refs.values()))
+        for rank, info in zip(refs, infos):
+            self.infos[rank] = info
+        return how
+
+    def ready_spare(self) -> Optional[Spare]:
+        """A spare whose process is up, else the one started first (None without spares)."""
+        if not self.spares:
+            return None
+        ready, _ = ray.wait([s.describe for s in self.spares], num_returns=len(self.spares), timeout=0)
+        return next((s for s in self.spares if s.describe in ready), self.spares[0])
+
     def shutdown(self) -> None:
-        release(self.actors, self.pg)
+        release(self.actors + [s.actor for s in self.spares], self.pg)
+
+
+def placement_state(pg) -> str:
+    """PENDING, CREATED, REMOVED or RESCHEDULING (a bundle's node was lost)."""
+    try:
+        return ray.util.placement_group_table(pg).get("state", "")
+    except Exception:  # noqa: BLE001 - unknown is "not known to be placed"
+        return ""
 
 
 def reserve(scaling: C.ScalingConfig, size: int, bound: Bound, timings: Dict[str, float]):
@@ -139,7 +217,8 @@ def reserve(scaling: C.ScalingConfig, size: int, bound: Bound, timings: Dict[str
     return pg
 
 
-def create_actors(scaling: C.ScalingConfig, pg, size: int) -> List[Any]:
+def create_actors(scaling: C.ScalingConfig, pg, bundles: Sequence[int]) -> List[Any]:
+    """One worker actor in each of the placement group's ``bundles`` (its index: the bundle's)."""
     from orchestrator.worker.actor import Worker  # imports torch; the driver loads it while Ray starts
 
     remote_worker = ray.remote(Worker)
@@ -150,13 +229,14 @@ def create_actors(scaling: C.ScalingConfig, pg, size: int) -> List[Any]:
             max_concurrency=WORKER_CONCURRENCY,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
         ).remote(i, scaling.cpus_per_worker)
-        for i in range(size)
+        for i in bundles
     ]
 
 
-def wait_for_actors(actors: List[Any], bound: Bound, timings: Dict[str, float]) -> List[WorkerInfo]:
+def wait_for_actors(actors: List[Any], bound: Bound, timings: Dict[str, float],
+                    refs: Optional[List[Any]] = None) -> List[WorkerInfo]:
     t0 = time.perf_counter()
-    refs = [a.describe.remote() for a in actors]
+    refs = refs if refs is not None else [a.describe.remote() for a in actors]
     ready, pending = ray.wait(refs, num_returns=len(refs), timeout=bound.seconds)
     if pending:
         raise WorkerStartTimeout(

@@ -17,6 +17,7 @@ class Kind(str, Enum):
     EXCEPTION = "exception"       # a Python exception in the worker (maybe the user's code)
     HANG = "hang"                 # no progress for failure.hang_timeout_s
     START = "start"               # a replacement gang could not be started (no capacity, start-up error)
+    PREEMPTED = "preempted"       # a worker was given notice (SIGTERM) and left after a checkpoint
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ def decide(failure: Failure, history: Sequence[Failure], max_failures: int) -> D
     if failure.kind == Kind.EXCEPTION and any(f.signature == failure.signature for f in history):
         return Decision(Action.RAISE, f"the same exception came back at the same step ({failure.error_type} at "
                                       f"step {failure.step}): a bug, not a fault; not restarting again")
+    if failure.kind == Kind.PREEMPTED:  # the machine goes away, not the code: not counted as a failure
+        return Decision(Action.RESTART, "a preempted worker is replaced (not counted in failure.max_failures)")
+    count -= sum(f.kind == Kind.PREEMPTED for f in history)
     if count > max_failures:
         return Decision(Action.RAISE, f"failure {count} exceeds failure.max_failures={max_failures}")
     return Decision(Action.RESTART, f"restart {count} of at most {max_failures}")
@@ -133,7 +137,7 @@ def root_cause(failures: Sequence[Failure]) -> Failure:
     is not a collective error, then whatever came first.
     """
     def weight(f: Failure) -> int:
-        if f.kind == Kind.WORKER_DIED:
+        if f.kind in (Kind.WORKER_DIED, Kind.PREEMPTED):
             return 0
         if f.kind == Kind.EXCEPTION and not is_collective_error(f):
             return 1

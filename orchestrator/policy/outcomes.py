@@ -54,6 +54,7 @@ class Outcome:
     result: Optional[Dict[str, Any]] = None
     failure: Optional[Failure] = None
     last_step: int = 0
+    gang_kept: bool = False  # the gang was kept for a heal from its survivors (failure.recovery=peer)
 
     @property
     def stop_kind(self) -> Optional[StopKind]:

@@ -111,14 +111,17 @@ def schedule_length(cfg: C.Config, train_size: int, batches_per_epoch: int, plan
     return spe, total
 
 
-def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device: torch.device) -> Components:
+def build(cfg: C.Config, data: DataModule, plan: AttemptPlan, rank: int, device: torch.device,
+          wrap: bool = True) -> Components:
+    """``wrap=False``: the bare module, wrapped in DDP later (a replacement joining a healed gang first
+    loads its peer's weights: DDP's constructor would broadcast a fresh rank 0's over the survivors')."""
     splits = data.setup(WorkerContext(rank, plan.world_size, cfg.trainer.seed))
     batch_step, kind = build_step(cfg, splits, device)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     seed_everything(cfg.trainer.seed)
     module = models.build_model(registry.spec(cfg, "model"), cfg.model, splits.info.input_shape,
                                 splits.info.num_outputs(kind)).to(device)
-    model = wrap_ddp(module, device, plan.world_size > 1, cfg.trainer.ddp, cfg.trainer.seed)
+    model = wrap_ddp(module, device, plan.world_size > 1 and wrap, cfg.trainer.ddp, cfg.trainer.seed)
     # Distinct per-rank streams from here on (dropout, augmentation), still reproducible.
     seed_everything(cfg.trainer.seed + 1 + rank)
 

@@ -19,17 +19,26 @@ class InjectedFailure(RuntimeError):
 
 
 def armed(cfg: C.ChaosConfig, rank: int, attempt: int) -> bool:
-    return cfg.kind != "none" and rank == cfg.rank and (attempt == 0 or not cfg.once)
+    repeats = not cfg.once or cfg.every_n_steps is not None
+    return cfg.kind != "none" and cfg.rank in (rank, -1) and (attempt == 0 or repeats)
+
+
+def due(cfg: C.ChaosConfig, step: int, attempt: int) -> bool:
+    """With every_n_steps, attempt k fails at at_step + k * every_n_steps: one failure per attempt,
+    each later than the last (a retried step never fails again)."""
+    return step == cfg.at_step + attempt * (cfg.every_n_steps or 0)
 
 
 def before_step(cfg: C.ChaosConfig, rank: int, attempt: int, step: int, stepper) -> None:
     """Called before optimizer step ``step`` (1-based) starts."""
-    if not armed(cfg, rank, attempt) or step != cfg.at_step:
+    if not armed(cfg, rank, attempt) or not due(cfg, step, attempt):
         return
     if cfg.kind == "raise":
         raise InjectedFailure(f"chaos: injected exception at step {step} on rank {rank}")
     if cfg.kind == "exit":
         os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as the OOM killer
+    if cfg.kind == "term":
+        os.kill(os.getpid(), signal.SIGTERM)  # a preemption notice: the process has a grace period
     if cfg.kind == "stall":
         while True:  # stops making progress; peers block in the next all-reduce
             time.sleep(1.0)

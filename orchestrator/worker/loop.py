@@ -26,6 +26,7 @@ from orchestrator.worker import callbacks as CB
 from orchestrator.worker.build import Components
 from orchestrator.worker.evaluate import evaluate, to_device
 from orchestrator.worker.health import first_non_finite_gradient
+from orchestrator.worker.peer_heal import seed_step
 from orchestrator.worker.reporting import Reporter
 from orchestrator.worker.stats import RowMetrics, StepStats, Throughput, flush_scalars, row_scalars, time_split
 
@@ -100,6 +101,8 @@ class Loop:
         self.stop_kind: Optional[StopKind] = None
         self.stopped_on_request = False
         self.consecutive_skips = 0
+        self.step_in_flight = False
+        self.checkpoint_now = False
         self.last_checkpoint_step = -1
         self.last_val_step = -1
         self.timing: Dict[str, float] = {}
@@ -174,8 +177,11 @@ class Loop:
         log_now = self.first_step_pending() or step % cfg.trainer.log_every_n_steps == 0
         # The gradient norm (a pass over all gradients) is measured on steps whose metrics are reduced.
         flush_now = log_now and self.stats.flush_due_with_next_row()
+        seed_step(cfg.trainer.seed, c.rank, step, c.device)
+        self.step_in_flight = True  # a failed collective from here on drops this step (peer_heal.hold)
         result = c.stepper.step(micro, want_grad_norm=flush_now, data_seconds=data_seconds)
         st.step = step
+        self.step_in_flight = False
         st.step_in_epoch += 1
         st.samples_in_epoch += self.samples_per_step
         r.progress(step, "train")
@@ -224,7 +230,7 @@ class Loop:
         """Reduce the pending log rows across ranks (a sync point) and report them; also the
         collective stop vote. Every rank calls it at the same step."""
         r = self.r
-        flush = self.stats.flush(stop_vote=r.stop_reason() is not None)
+        flush = self.stats.flush(stop_vote=r.stop_reason() is not None, checkpoint_vote=r.take_notice())
         metric_set = self.c.batch_step.metric_set
         if metric_set and flush.rows:
             flush.rows[-1].metrics.update(metric_set.compute())  # collective, like the flush
@@ -243,6 +249,7 @@ class Loop:
                 values.update(flush_scalars(flush, self.samples_per_step, self.c.cfg.trainer.per_rank_metrics_up_to))
             r.metrics(row.step, values)
             self.window.add(row)
+        self.checkpoint_now = flush.checkpoint and not flush.stop  # callbacks/preemption.py acts on it
         if flush.stop:
             self.stopped_on_request = True
             self.stop(StopKind.REQUESTED, r.stop_reason() or "stop requested")

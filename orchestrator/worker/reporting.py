@@ -39,6 +39,8 @@ class Reporter:
         self._lock = threading.Lock()
         self._beat_lock = threading.Lock()  # the training thread and the keepalive both advance the heartbeat
         self._stop_reason: Optional[str] = None
+        self.noticed_at: Optional[float] = None  # when this rank got a preemption notice
+        self._notice_voted = False
         self._keepalive: Optional[Keepalive] = None
         # Synchronous, bytes in the record (checkpoint.transport=driver); the Ray worker sets rank 0's.
         self.checkpoints = CheckpointWriter(self._put)
@@ -94,9 +96,20 @@ class Reporter:
     def stop_reason(self) -> Optional[str]:
         return self._stop_reason
 
+    def take_notice(self) -> bool:
+        """True once after this rank was given notice (SIGTERM): the next flush votes to checkpoint."""
+        if self.noticed_at is None or self._notice_voted:
+            return False
+        self._notice_voted = True
+        return True
+
     # --- called from outside the loop (another thread)
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
+
+    def give_notice(self) -> None:
+        """A preemption notice (SIGTERM): checkpoint with the gang, then leave it (callbacks/preemption.py)."""
+        self.noticed_at = time.time()
 
     def drain(self) -> List[Record]:
         with self._lock:

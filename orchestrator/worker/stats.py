@@ -81,6 +81,7 @@ class Flush:
     slowest_step_s: float = 0.0  # the slowest rank's mean step time, identical on every rank
     grad_norm: Optional[float] = None
     stop: bool = False
+    checkpoint: bool = False  # a rank was given notice (SIGTERM): every rank checkpoints now
 
 
 class StepStats:
@@ -147,12 +148,31 @@ class StepStats:
         if grad_norm is not None:
             self.grad_norm = grad_norm
 
+    def layout(self) -> Dict:
+        """The shape of what is pending (plain numbers): a rank that joins a healed gang mirrors it
+        with empty rows (``pad_to``), so the next flush reduces tables of the same shape everywhere."""
+        return {"meta": [tuple(m) for m in self.meta], "rows_per_flush": self.rows_per_flush,
+                "metric_names": list(self.metric_names), "steps_in_window": self.steps_in_window}
+
+    def pad_to(self, layout: Dict) -> None:
+        """Empty rows (nothing counted by this rank) at the same steps as ``layout``'s."""
+        self.meta = [RowMeta(*m) for m in layout["meta"]]
+        self.rows_per_flush = layout["rows_per_flush"]
+        self.device_rows = [torch.zeros(2, dtype=torch.float64, device=self.device) for _ in self.meta]
+        self.host_rows = [host_row(HostCounters()) for _ in self.meta]
+        self.metric_names = list(layout["metric_names"])
+        if self.metric_names:
+            self.metric_sums = torch.zeros(len(self.metric_names), dtype=torch.float64, device=self.device)
+            self.metric_rows = [self.metric_sums.clone() for _ in self.meta]
+        self.host.steps = float(layout["steps_in_window"])  # the open window closes at the same step everywhere
+
     def shift_clock(self, seconds: float) -> None:
         """Validation and checkpoints do not count as training time in the throughput."""
         self.window_started += seconds
 
-    def flush(self, stop_vote: bool) -> Flush:
-        """Collective: every rank must call it at the same step. A host sync point."""
+    def flush(self, stop_vote: bool, checkpoint_vote: bool = False) -> Flush:
+        """Collective: every rank must call it at the same step. A host sync point. The votes travel as one
+        number, reduced by MAX: 2 stop, 1 checkpoint now, 0 go on."""
         if self.meta:
             parts = [torch.stack(self.device_rows),
                      torch.tensor(self.host_rows, dtype=torch.float64, device=self.device),
@@ -162,7 +182,7 @@ class StepStats:
             local = torch.cat(parts, dim=1)
         else:  # nothing to report, but the stop vote still travels
             local = torch.zeros(1, len(FIELDS) + len(self.metric_names), dtype=torch.float64, device=self.device)
-        local[:, INDEX["stop"]] = float(stop_vote)
+        local[:, INDEX["stop"]] = 2.0 if stop_vote else float(checkpoint_vote)
         result = summarise(reduce_across_ranks(local), self.meta, self.has_accuracy, self.metric_names)
         result.grad_norm = self.grad_norm.item() if self.grad_norm is not None else None
         if result.rows:
@@ -180,6 +200,7 @@ class Reduced:
     stop: bool
     slowest_step_s: float
     per_rank: Optional[torch.Tensor]  # (world, TIMES) mean seconds per step; rank 0 only
+    checkpoint: bool = False
 
 
 def reduce_across_ranks(local: torch.Tensor) -> Reduced:
@@ -193,8 +214,9 @@ def reduce_across_ranks(local: torch.Tensor) -> Reduced:
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
     sums, maxima = sums.cpu(), maxima.cpu()
-    return Reduced(sums=sums, loss_max=maxima[:rows], steps=maxima[rows:2 * rows], stop=bool(maxima[-2] > 0),
-                   slowest_step_s=float(maxima[-1]), per_rank=gather_to_rank_zero(timings))
+    return Reduced(sums=sums, loss_max=maxima[:rows], steps=maxima[rows:2 * rows], stop=bool(maxima[-2] >= 2),
+                   slowest_step_s=float(maxima[-1]), per_rank=gather_to_rank_zero(timings),
+                   checkpoint=bool(maxima[-2] >= 1))
 
 
 def gather_to_rank_zero(values: torch.Tensor) -> Optional[torch.Tensor]:
@@ -209,7 +231,7 @@ def gather_to_rank_zero(values: torch.Tensor) -> Optional[torch.Tensor]:
 def summarise(reduced: Reduced, meta: List[RowMeta], has_accuracy: bool, metric_names: List[str] = ()) -> Flush:
     """Reduced tables -> per-row global figures and (on rank 0) per-rank step timings."""
     if not meta:
-        return Flush(stop=reduced.stop)
+        return Flush(stop=reduced.stop, checkpoint=reduced.checkpoint)
     col = {name: reduced.sums[:, i] for i, name in enumerate(SUMMED)}
     count = col["count"].clamp(min=1)
     loss = (col["loss_sum"] / count).tolist()
@@ -222,7 +244,8 @@ def summarise(reduced: Reduced, meta: List[RowMeta], has_accuracy: bool, metric_
             for i, m in enumerate(meta)]
     per_rank = ({key: reduced.per_rank[:, i].tolist() for i, key in enumerate(TIMES)}
                 if reduced.per_rank is not None else {})
-    return Flush(rows=rows, per_rank=per_rank, slowest_step_s=reduced.slowest_step_s, stop=reduced.stop)
+    return Flush(rows=rows, per_rank=per_rank, slowest_step_s=reduced.slowest_step_s, stop=reduced.stop,
+                 checkpoint=reduced.checkpoint)
 
 
 def rows_for(flush: Flush, log_every: int) -> int:

@@ -7,6 +7,7 @@ from typing import List
 from orchestrator import config as C
 from orchestrator.components.models import setting
 from orchestrator.worker.callbacks.bad_samples import BadSampleReport
+from orchestrator.worker.callbacks.preemption import Preemption
 from orchestrator.worker.callbacks.base import Callback
 from orchestrator.worker.callbacks.schedule import Chaos, CheckpointSchedule, GradientHealth
 from orchestrator.worker.callbacks.stopping import BestModel, EarlyStopping, OverfittingSignal
@@ -31,6 +32,7 @@ def built_in(cfg: C.Config, module, keeps_records: bool, has_test_split: bool) -
     if setting(cfg.data, "on_bad_sample", "fail") == "skip":
         callbacks.append(BadSampleReport(cfg.trainer.log_every_n_steps))
     callbacks.append(CheckpointSchedule(cfg.checkpoint))
+    callbacks.append(Preemption())
     if s.test_best:
         callbacks.append(TestEvaluation(best))
     return callbacks
