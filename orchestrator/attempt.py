@@ -34,6 +34,7 @@ class AttemptArgs:
     resume: Any = None
     sink: Any = None           # the run's RunSink actor: rank 0 reports to it
     checkpoint_dir: Optional[str] = None  # rank 0 writes its checkpoints here itself (None: sends the bytes)
+    verdicts: Any = None       # a search trial with a pruner: where rank 0 asks (search/verdicts.VerdictChannel)
 
     def resume_payload(self) -> Optional[bytes]:
         """The checkpoint to start from, verified against its manifest when read from storage. Ray

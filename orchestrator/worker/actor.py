@@ -169,6 +169,7 @@ class Worker:
         from orchestrator.worker import loop
         from orchestrator.checkpoint import state as S
         from orchestrator.worker.build import build
+        from orchestrator.worker.callbacks.pruning import attempt_callbacks
 
         cfg, plan, r = attempt.cfg, attempt.plan, self.reporter
         r.enter_phase("build")  # the user's data (fetch, dataset build) and model
@@ -186,7 +187,7 @@ class Worker:
             rebase_lr(components.scheduler, components.base_lr * plan.lr_scale)
         r.enter_phase("first_step")  # loader start-up, first batch, first step (compilation): until step 1 ends
         try:
-            result = loop.fit(components, r, train_state, best_model)
+            result = loop.fit(components, r, train_state, best_model, extra_callbacks=attempt_callbacks(attempt))
         except Exception as err:
             # The driver's view of the step can be a second old; "the same error at the same step"
             # (a bug, not a fault) needs the exact one.
