@@ -148,7 +148,7 @@ class TrialScheduler:
 
     def verdicts_for(self, trial: Trial):
         """A trial with a pruner gets a channel for its rank 0 to ask for verdicts (search/verdicts.py)."""
-        if trial.watch is None or trial.watch.should_prune is None:
+        if trial.watch is None or trial.watch.should_prune is None or self.sweep.search.pruner == "none":
             return None
         if self.referee is None:
             from orchestrator.search.verdicts import Referee
