@@ -36,6 +36,7 @@ class AttemptArgs:
     checkpoint_dir: Optional[str] = None  # rank 0 writes its checkpoints here itself (None: sends the bytes)
     # A policy.recovery.HealPlan: this attempt continues from a live peer's state, not from ``resume``.
     heal: Any = None
+    verdicts: Any = None       # a search trial with a pruner: where rank 0 asks (search/verdicts.VerdictChannel)
 
     def resume_payload(self) -> Optional[bytes]:
         """The checkpoint to start from, verified against its manifest when read from storage. Ray

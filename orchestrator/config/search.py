@@ -43,6 +43,10 @@ class SearchConfig:
     # Points to try first, e.g. [{optimizer.lr: 0.001}] (known good settings, a baseline).
     enqueue: List[Dict[str, Any]] = field(default_factory=list)
     folds: int = 5
+    # Trials (and Hydra multirun jobs) of the same gang shape reuse a finished trial's workers and
+    # process group instead of starting a new gang; each trial still builds its own model, optimizer
+    # and data. A failed gang is never reused.
+    warm_gangs: bool = True
 
     def __post_init__(self):
         require_choice("search.kind", self.kind, SEARCH_KINDS)

@@ -22,15 +22,20 @@ from orchestrator.policy.outcomes import AttemptStatus, Outcome
 from orchestrator.policy.recovery import Held, HealPlan, plan_heal
 from orchestrator.policy.plan import AttemptPlan, GangRequest
 from orchestrator.policy.start_bounds import start_bounds
+from orchestrator.driver.gang_pool import GangPool, GangShape
 from orchestrator.driver.recorder import Recorder
 from orchestrator.driver.supervisor import StopSignal, Supervisor
 from orchestrator.driver.worker_group import RendezvousTimeout, WorkerGroup, WorkerStartTimeout, release
+from orchestrator.search.verdicts import VerdictChannel
 
 
 class GangRunner:
-    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal, hang_dumps: Optional[Path] = None):
+    def __init__(self, cfg: C.Config, recorder: Recorder, stop: StopSignal, hang_dumps: Optional[Path] = None,
+                 pool: Optional[GangPool] = None, verdicts: Optional[VerdictChannel] = None):
         self.cfg, self.recorder, self.stop = cfg, recorder, stop
         self.hang_dumps = hang_dumps  # where a hang's full stack dump is written
+        self.pool = pool          # a search's warm gangs: take one of this shape, hand it back after a clean finish
+        self.verdicts = verdicts  # a search trial with a pruner: where rank 0 asks for the verdict
         self.shared_data = None
         self.sink = None
         self.checkpoint_dir: Optional[str] = None
@@ -51,6 +56,15 @@ class GangRunner:
             ray.kill(self.sink)
 
     def start(self, request: GangRequest) -> WorkerGroup:
+        t0 = time.perf_counter()
+        warm = self.pool.take(GangShape.of(self.cfg, request.world_size)) if self.pool is not None else None
+        self.recorder.log.info["gang"] = {"warm": warm is not None}
+        if warm is not None:
+            warm.timings = {"gang_reuse_s": time.perf_counter() - t0}  # no placement, start or rendezvous
+            return warm
+        return self.start_new(request)
+
+    def start_new(self, request: GangRequest) -> WorkerGroup:
         cfg, size, collective_s = self.cfg, request.world_size, self.cfg.failure.collective_timeout_s
         # The request's placement bound (the policy's: scaling.placement_timeout_s, derived per size, or
         # failure.restart_wait_s after a failure), the others from the config.
@@ -65,7 +79,7 @@ class GangRunner:
         """One attempt: train on this gang until it finishes, fails or is stopped (``heal``: continuing
         from the survivors' memory, see ``heal``). The gang is released, except after a lost worker
         with failure.recovery=peer: then ``outcome.gang_kept`` and the controller asks ``heal``."""
-        keep = False
+        keep, outcome = False, None
         try:
             self.record_gang(group, plan.attempt)
             view = self.recorder.view
@@ -75,12 +89,13 @@ class GangRunner:
             if resume is not None and not transport.restore_direct:
                 resume = ray.put(resume.read())  # the driver reads it once; every worker maps the object
             args = AttemptArgs(self.cfg, self.shared_data.for_attempt(plan.world_size), plan, resume, self.sink,
-                               checkpoint_dir=self.checkpoint_dir if transport.save_direct else None, heal=heal)
+                               checkpoint_dir=self.checkpoint_dir if transport.save_direct else None, heal=heal,
+                               verdicts=self.verdicts)
             outcome = supervisor.watch(group.run(args))
             keep = may_heal(outcome, self.cfg.failure.recovery, group.size)
         finally:
             if not keep:
-                group.shutdown()
+                self.release(group, outcome)
         supervisor.drain_sink()  # everything rank 0 sent: curves, events and checkpoints up to the end
         return dataclasses.replace(outcome, gang_kept=keep)
 
@@ -105,6 +120,16 @@ class GangRunner:
             decision = f"re-forming the gang failed ({type(err).__name__}: {first_line(str(err))})"
         group.shutdown()
         return decision
+
+    def release(self, group: WorkerGroup, outcome: Optional[Outcome]) -> None:
+        """Shut the gang down, or hand it back to the search's pool after a clean finish (every rank's
+        run returned). The time is the end of this run's gang use (a search's trial start is measured from it)."""
+        self.recorder.log.timing["gang_released_unix"] = time.time()
+        if self.pool is None:
+            group.shutdown()
+            return
+        clean = outcome is not None and outcome.status is AttemptStatus.FINISHED
+        self.pool.give(GangShape.of(self.cfg, group.size), group, finished_cleanly=clean)
 
     def transport(self, group: WorkerGroup) -> Transport:
         here = ray.get_runtime_context().get_node_id()

@@ -26,6 +26,7 @@ from orchestrator.data.module import CheckReport, DataModule, data_module
 from orchestrator.checkpoint.store import CheckpointStore, resolve_resume
 from orchestrator.driver.cluster import RaySession
 from orchestrator.driver.controller import Controller, Resume, RunContext
+from orchestrator.driver.gang_pool import GangPool
 from orchestrator.driver.gang_runner import GangRunner
 from orchestrator.policy.outcomes import RunFailed, RunStatus
 from orchestrator.driver.progress import ProgressView
@@ -34,6 +35,7 @@ from orchestrator.policy.input_bound import InputBoundMonitor
 from orchestrator.driver.signals import interrupts_call
 from orchestrator.driver.supervisor import StopSignal
 from orchestrator.driver.tensorboard_sink import TensorBoardSink, flatten
+from orchestrator.search.verdicts import VerdictChannel
 
 __all__ = ["RunDirInUse", "RunFailed", "RunResult", "RunStatus", "launch"]
 
@@ -124,7 +126,10 @@ def open_run_dir(cfg: C.Config, run_dir: Path) -> RunSetup:
 
 def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
            observer: Optional[MetricsObserver] = None, show_progress: bool = True,
-           command_start: Optional[float] = None, hparams_experiment: bool = True) -> RunResult:
+           command_start: Optional[float] = None, hparams_experiment: bool = True,
+           gang_pool: Optional[GangPool] = None, verdicts: Optional[VerdictChannel] = None) -> RunResult:
+    """``gang_pool``: a search's warm gangs (take one, hand it back); ``verdicts``: where a search
+    trial's rank 0 asks for pruning verdicts. Both None for a single run."""
     started = command_start or time.time()
     setup = open_run_dir(cfg, run_dir)
     paths = setup.paths
@@ -143,7 +148,7 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
             recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
                                         "ray_start_s": session.seconds})
             begin_recording(recorder, setup)
-            status = run_controller(cfg, recorder, setup, stop)
+            status = run_controller(cfg, recorder, setup, stop, gang_pool, verdicts)
     except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once
         error, status = err, RunStatus.INTERRUPTED
         raise
@@ -179,9 +184,11 @@ def begin_recording(recorder: Recorder, setup: RunSetup) -> None:
     view.start()
 
 
-def run_controller(cfg: C.Config, recorder: Recorder, setup: RunSetup, stop: StopSignal) -> RunStatus:
+def run_controller(cfg: C.Config, recorder: Recorder, setup: RunSetup, stop: StopSignal,
+                   gang_pool: Optional[GangPool] = None, verdicts: Optional[VerdictChannel] = None) -> RunStatus:
     """The attempts of the run, driven by the controller on a gang runner that owns the Ray side."""
-    with GangRunner(cfg, recorder, stop, setup.paths.hang_reports).opened(setup.data, setup.store) as gangs:
+    runner = GangRunner(cfg, recorder, stop, setup.paths.hang_reports, pool=gang_pool, verdicts=verdicts)
+    with runner.opened(setup.data, setup.store) as gangs:
         context = RunContext(cfg, recorder, setup.store, stop, resumed_from=setup.resume)
         return Controller(context, gangs).run()
 
@@ -259,6 +266,7 @@ def build_summary(cfg: C.Config, paths: RunPaths, recorder: Optional[Recorder], 
         "world_size": log.info.get("world_size", cfg.scaling.num_workers) if log else cfg.scaling.num_workers,
         "workers": log.info.get("workers", []) if log else [],
         "spare_workers": log.info.get("spare_workers", 0) if log else 0,
+        "gang": log.info.get("gang", {"warm": False}) if log else {"warm": False},  # taken warm from a search's pool?
         "timing": timing,
         "restarts": log.restarts if log else [],
         "driver_inbound": dataclasses.asdict(log.inbound) if log else {},

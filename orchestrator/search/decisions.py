@@ -75,3 +75,11 @@ def first_line(error: BaseException) -> str:
 def slots_after_placement_timeout(running: int) -> int:
     """The cluster holds fewer gangs than estimated: run as many as now run, at least one."""
     return max(1, running)
+
+
+def trial_start_s(previous_gang_end: Optional[float], first_step_unix: Optional[float]) -> Optional[float]:
+    """A trial's start time: from the end of the gang use of the trial that freed its slot to its own
+    first step (None for the first trials, which no trial ended before)."""
+    if previous_gang_end is None or first_step_unix is None:
+        return None
+    return max(0.0, first_step_unix - previous_gang_end)

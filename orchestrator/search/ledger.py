@@ -28,6 +28,8 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
     ended: Optional[float] = None
     note: str = ""
+    warm_gang: bool = False             # its gang was a finished trial's (search.warm_gangs)
+    start_s: Optional[float] = None     # trial start: the previous trial's gang use ended -> this one's first step
 
 
 class Ledger:

@@ -53,11 +53,21 @@ def write(trials: List[TrialRecord], search: C.SearchConfig, sweep_dir: Path,
                            "run_dir": best.run_dir}
     if search.kind == "kfold":
         summary["cross_validation"] = cross_validation(trials)
+    summary["warm_gangs"] = {"enabled": search.warm_gangs, "reused": sum(t.warm_gang for t in trials)}
+    summary["trial_start_s"] = trial_start(trials)
     markdown = table_markdown(order, keys, search) + "\n" + summary_markdown(summary, search)
     (sweep_dir / "trials.md").write_text(markdown)
     (sweep_dir / "search.json").write_text(json.dumps(summary, indent=2, default=str))
     print_table(order, keys, search, summary, console or Console())
     return summary
+
+
+def trial_start(trials: List[TrialRecord]) -> Optional[Dict[str, float]]:
+    """Trial start times (previous trial's gang use ended -> this trial's first step): median and worst."""
+    times = [t.start_s for t in trials if t.start_s is not None]
+    if not times:
+        return None
+    return {"median": statistics.median(times), "worst": max(times), "trials": len(times)}
 
 
 def write_csv(order: List[TrialRecord], keys: List[str], search: C.SearchConfig, path: Path) -> None:
@@ -83,6 +93,12 @@ def summary_markdown(summary: Dict[str, Any], search: C.SearchConfig) -> str:
     lines = [f"{summary['completed']} completed, {summary['pruned']} pruned, {summary['failed']} failed."]
     if "best" in summary:
         lines.append(f"Best: trial {summary['best']['number']}, {search.metric} = {fmt(summary['best']['value'])}.")
+    start = summary.get("trial_start_s")
+    if start:
+        warm = summary.get("warm_gangs", {})
+        lines.append(f"Trial start (one trial's gang released -> the next one's first step): median "
+                     f"{start['median']:.2f}s, worst {start['worst']:.2f}s over {start['trials']} trials; "
+                     f"warm gangs {'on' if warm.get('enabled') else 'off'}, {warm.get('reused', 0)} reused.")
     cv = summary.get("cross_validation")
     if cv:
         lines.append(f"{cv['folds']}-fold cross-validation: {search.metric} = {cv['mean']:.4f} +/- {cv['std']:.4f} "

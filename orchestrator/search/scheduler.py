@@ -20,14 +20,17 @@ from rich.console import Console
 
 from orchestrator import config as C
 from orchestrator.search import report
+from orchestrator.driver.gang_pool import warm_gangs
 from orchestrator.search.decisions import (Ending, Step, Then, Verdict, first_line, judge, next_step,
-                                           slots_after_placement_timeout)
+                                           slots_after_placement_timeout, trial_start_s)
 from orchestrator.search.ledger import Ledger, TrialRecord
 from orchestrator.search.threads import Finished, TrialThreads
 from orchestrator.search.watch import TrialWatch
 
 if TYPE_CHECKING:  # supervisor imports ray: keep it off a Hydra job's import path (a Hydra job imports this)
+    from orchestrator.driver.gang_pool import GangPool
     from orchestrator.driver.supervisor import StopSignal
+    from orchestrator.search.verdicts import Referee
 
 POLL_S = 0.5
 STYLES = {"completed": "green", "pruned": "yellow"}
@@ -88,6 +91,10 @@ class TrialScheduler:
         self.trials: Dict[int, Trial] = {}   # running
         self.errors: Dict[int, BaseException] = {}  # what failed trials raised
         self.interrupted = threading.Event()
+        self.pool: Optional["GangPool"] = None       # warm gangs (search.warm_gangs), for the length of run()
+        self.referee: Optional["Referee"] = None     # pruning verdicts, started with the first trial that prunes
+        self.last_gang_end: Optional[float] = None   # when the latest finished trial stopped using its gang
+        self.start_from: Dict[int, Optional[float]] = {}  # per running trial: last_gang_end when it started
 
     def run(self) -> Dict[str, Any]:
         """Every trial run (or the run cut short by Ctrl-C); returns the report's summary."""
@@ -95,10 +102,15 @@ class TrialScheduler:
         from orchestrator.driver.signals import interrupts_call
 
         # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
-        with RaySession(self.sweep.gang.cluster), interrupts_call(self.on_interrupt):
+        with RaySession(self.sweep.gang.cluster), interrupts_call(self.on_interrupt), \
+                warm_gangs(self.sweep.search.warm_gangs) as self.pool:  # closed (idle gangs shut) on any exit
             threads = TrialThreads(self.sweep.max_concurrent or gangs_that_fit(self.sweep.gang))
             self.say(self.source.headline(threads.slots), "bold")
-            self.loop(threads)
+            try:
+                self.loop(threads)
+            finally:
+                if self.referee is not None:
+                    self.referee.close()
         return self.report()
 
     def loop(self, threads: TrialThreads) -> None:
@@ -128,8 +140,30 @@ class TrialScheduler:
         self.ledger.put(record)
         self.trials[trial.number] = trial
         self.say(f"[{self.sweep.noun} {trial.number}] started: {trial.label}")
+        verdicts = self.verdicts_for(trial)
+        self.start_from[trial.number] = self.last_gang_end
         threads.start(trial.number, lambda: launch(trial.cfg, trial.run_dir, stop=trial.stop, observer=trial.watch,
-                                                   show_progress=False, hparams_experiment=False))
+                                                   show_progress=False, hparams_experiment=False,
+                                                   gang_pool=self.pool, verdicts=verdicts))
+
+    def verdicts_for(self, trial: Trial):
+        """A trial with a pruner gets a channel for its rank 0 to ask for verdicts (search/verdicts.py)."""
+        if trial.watch is None or trial.watch.should_prune is None or self.sweep.search.pruner == "none":
+            return None
+        if self.referee is None:
+            from orchestrator.search.verdicts import Referee
+
+            self.referee = Referee()
+        return self.referee.channel(trial.number, self.sweep.search.metric, trial.watch.verdict)
+
+    def note_gang(self, record: TrialRecord, summary: Dict[str, Any], previous_end: Optional[float]) -> None:
+        """Whether the trial's gang was warm, and its start time (from the previous trial's gang end)."""
+        timing = summary.get("timing", {})
+        record.warm_gang = bool(summary.get("gang", {}).get("warm"))
+        record.start_s = trial_start_s(previous_end, timing.get("first_step_unix"))
+        released = timing.get("gang_released_unix")
+        if released is not None:
+            self.last_gang_end = max(self.last_gang_end or 0.0, released)
 
     def finish(self, finished: Finished, threads: TrialThreads) -> None:
         from orchestrator.driver.worker_group import PlacementTimeout
@@ -138,6 +172,11 @@ class TrialScheduler:
         record = self.ledger.trials[trial.number]
         self.close(record, trial, metrics=result.metrics if result else {},
                    steps=result.summary.get("steps", 0) if result else 0)
+        if self.referee is not None:
+            self.referee.forget(trial.number)
+        previous_end = self.start_from.pop(trial.number, None)
+        if result is not None:
+            self.note_gang(record, result.summary, previous_end)
         verdict = judge(Ending(error=None if finished.error is None else first_line(finished.error),
                                placement_timeout=isinstance(finished.error, PlacementTimeout),
                                run_status=result.status if result else "",

@@ -240,6 +240,7 @@ class Worker:
         """Build the components, from the attempt's checkpoint if it has one."""
         from orchestrator.checkpoint import state as S
         from orchestrator.worker.build import build
+        from orchestrator.worker.callbacks.pruning import attempt_callbacks
         from orchestrator.worker.loop import Loop
 
         cfg, plan, r = attempt.cfg, attempt.plan, self.reporter
@@ -254,12 +255,14 @@ class Worker:
             best_model = payload.get("best_model")
             # The checkpoint's schedule carries the old base LR; this attempt's may differ (elastic).
             rebase_lr(components.scheduler, components.base_lr * plan.lr_scale)
-        return Loop(components, r, train_state or S.TrainState(), best_model)
+        return Loop(components, r, train_state or S.TrainState(), best_model,
+                    extra_callbacks=attempt_callbacks(attempt))
 
     def healed(self, attempt: AttemptArgs, held, device: torch.device, started: float):
         """Continue a healed gang: a survivor from what it holds, a replacement from its peer's state."""
         from orchestrator.worker import peer_heal
         from orchestrator.worker.build import build
+        from orchestrator.worker.callbacks.pruning import attempt_callbacks
         from orchestrator.worker.loop import Loop
 
         cfg, r = attempt.cfg, self.reporter
@@ -271,7 +274,8 @@ class Worker:
         r.info(StartupInfo(attempt.plan.attempt, {"worker_build_s": time.time() - started}))
         r.enter_phase("restore")
         continued = peer_heal.heal(components, held, attempt.heal, self.rank)
-        fit_loop = Loop(components, r, continued.state, continued.best_weights)
+        fit_loop = Loop(components, r, continued.state, continued.best_weights,
+                        extra_callbacks=attempt_callbacks(attempt))
         fit_loop.stats = continued.stats  # the rows not yet reduced, the same shape on every rank
         return fit_loop
 

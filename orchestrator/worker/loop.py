@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -82,7 +82,7 @@ class TrainWindow:
 
 class Loop:
     def __init__(self, c: Components, r: Reporter, state: S.TrainState, best_weights=None,
-                 callbacks: Optional[List[CB.Callback]] = None):
+                 callbacks: Optional[List[CB.Callback]] = None, extra_callbacks: Sequence[CB.Callback] = ()):
         self.c, self.r, self.state = c, r, state
         cfg = c.cfg
         self.samples_per_step = C.batch_size(cfg) * c.plan.accumulate * c.plan.world_size
@@ -92,6 +92,7 @@ class Loop:
         self.throughput = Throughput(warmup_steps=min(200, max(1, c.total_steps // 10)))
         self.callbacks = callbacks if callbacks is not None else CB.from_config(
             cfg, c.module, r.keeps_records, has_test_split=c.splits.test is not None)
+        self.callbacks = [*self.callbacks, *extra_callbacks]  # an attempt's own (a trial's pruning verdicts)
         for callback in self.callbacks:
             if callback.state_key and callback.state_key in state.monitors:
                 callback.load_state_dict(state.monitors[callback.state_key])
@@ -322,6 +323,7 @@ class Loop:
                          metrics=metrics, timing=dict(self.timing), stopped_on_request=self.stopped_on_request)
 
 
-def fit(c: Components, r: Reporter, state: Optional[S.TrainState] = None, best_weights=None) -> FitResult:
-    return Loop(c, r, state or S.TrainState(), best_weights).fit()
+def fit(c: Components, r: Reporter, state: Optional[S.TrainState] = None, best_weights=None,
+        extra_callbacks: Sequence[CB.Callback] = ()) -> FitResult:
+    return Loop(c, r, state or S.TrainState(), best_weights, extra_callbacks=extra_callbacks).fit()
 
