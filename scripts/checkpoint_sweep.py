@@ -40,9 +40,11 @@ NOTES = [
     "run sink (a Ray actor on the driver's node) receives and writes them, so its column is the 'driver "
     "node' cost of the old path. On restore (not exercised here) the old path also read the file in the "
     "driver and put it in the object store.",
-    "blocked = how long the training loop waited for the checkpoint (capture + host copy; with "
-    "async_save=false also serialising and sending/writing); write = serialising and writing the file "
-    "(driver mode: serialising on rank 0 and the sink's write are both inside rank 0's wait).",
+    "blocked = how long the training loop waited for the checkpoint as the run reports it: capture + host "
+    "copy (after), capture + serialising (before). write = serialising and writing the file on rank 0 "
+    "(after); serialising to bytes on rank 0 (before: the sink writes the file afterwards, in its own "
+    "process). Before, rank 0's training thread also waits for handing the bytes to Ray (a copy into the "
+    "object store at the sink call), which blocked_ms does not count: the wall time does.",
 ]
 
 
@@ -54,8 +56,13 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=2, help="checkpoint.every_n_steps")
     parser.add_argument("--timeout-s", type=float, default=600)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / time.strftime("%Y-%m-%d"))
+    parser.add_argument("--render", action="store_true", help="only redraw md and png from --out's json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        rows = json.loads((args.out / "checkpoint_sweep.json").read_text())["rows"]
+        write_outputs(args.out, rows, [x for r in rows for x in (r["load_before"], r["load_after"])], args)
+        return 0
     runs_root = Path(tempfile.mkdtemp(prefix="ckpt_sweep_"))
     rows, loads = [], []
     try:
