@@ -41,7 +41,11 @@ def main() -> int:
     parser.add_argument("--num-samples", type=int, default=4096)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--out", type=Path, default=SCRIPTS / "results" / time.strftime("%Y-%m-%d"))
+    parser.add_argument("--render", action="store_true", help="only redraw md and png from --out's json")
     args = parser.parse_args()
+    if args.render:
+        write_outputs(args, json.loads((args.out / "comm_hooks.json").read_text())["runs"])
+        return 0
     ray_tmp_root = Path(tempfile.mkdtemp(prefix="ch", dir="/tmp"))
     logs = Path(tempfile.mkdtemp(prefix="comm_hooks_logs_"))
     settings = RunSettings(steps=args.steps, warmup=max(5, args.steps // 10), num_samples=args.num_samples,
