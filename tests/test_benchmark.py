@@ -54,6 +54,22 @@ def test_orchestrator_row_is_the_issue_14_workload_with_other_settings_at_their_
     assert not any(o.startswith(("trainer.log_every_n_steps", "scheduler", "health")) for o in overrides)
 
 
+@pytest.mark.parametrize("runner, hook_args", [
+    ("torchrun", []),
+    ("torchrun-fp16", ["--comm-hook", "fp16"]),
+    ("torchrun-powersgd", ["--comm-hook", "powersgd", "--powersgd-start-iter", "2"]),
+])
+def test_torchrun_rows_pass_the_same_hook_the_orchestrator_rows_set(runner, hook_args, tmp_path):
+    settings = peers.RunSettings(steps=100, warmup=10, num_samples=1024, timeout=1, mem_interval=0,
+                                 ray_tmp_root=tmp_path)
+    cmd = peers.command(runner, "wide_mlp", 2, settings, tmp_path)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[len(cmd) - len(hook_args):] == hook_args
+    orchestrator_row = runner.replace("torchrun", "orchestrator")
+    expected = {"torchrun": [], "torchrun-fp16": ["trainer.ddp.comm_hook=fp16"],
+                "torchrun-powersgd": ["trainer.ddp.comm_hook=powersgd", "trainer.ddp.powersgd_start_iter=2"]}
+    assert peers.ORCHESTRATOR_ROWS[orchestrator_row] == expected[runner]
+
+
 def test_runner_batches_are_made_once_as_views_and_split_between_ranks():
     per_rank = [common.make_batches("mlp", 1024, rank, world=2) for rank in (0, 1)]
     assert [len(b) for b in per_rank] == [8, 8]  # 1024 samples / batch 64 = 16 batches, half each

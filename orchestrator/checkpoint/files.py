@@ -1,11 +1,13 @@
 """Checkpoint files on storage, written and read by whichever process holds them: rank 0 writes
 them itself (``write_checkpoint``), every worker reads and verifies them on restore
-(``StoredCheckpoint.read``), and the driver's store verifies and commits them.
+(``StoredCheckpoint.read``), and the driver's store verifies and commits them. The storage is a
+local folder or any fsspec URL (``storage.py``).
 
-A file is written to a temporary name, fsynced and renamed into place; its size and SHA-256 are
-computed on the way out, so no second pass reads it back. It counts as a checkpoint only once its
-manifest exists, and the manifest is written after the file is complete (by the driver's store):
-a crash in the middle of a write leaves a stray temporary file, never a damaged "latest".
+A file is written to a temporary name, fsynced and renamed into place (on a filesystem without an
+atomic rename, such as an object store: under its final name); its size and SHA-256 are computed on
+the way out, so no second pass reads it back. It counts as a checkpoint only once its manifest
+exists, and the manifest is written after the file is complete (by the driver's store): a crash in
+the middle of a write leaves a stray temporary (or manifest-less) file, never a damaged "latest".
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Tuple
+
+from orchestrator.checkpoint.storage import LocalStorage, Storage, each_chunk, open_storage, read_bytes, write_bytes
 
 CHUNK = 8 << 20
 # Test hook (a fake for pure timing): seconds to sleep in the middle of every direct write, so that a
@@ -47,12 +51,13 @@ class StoredCheckpoint:
 
     @property
     def path(self) -> Path:
+        """The file on this machine (a local checkpoint dir only)."""
         return Path(self.directory) / self.manifest.file
 
     def read(self) -> bytes:
         """The file's bytes if they match the manifest (size and SHA-256); CorruptCheckpoint otherwise."""
         try:
-            data = self.path.read_bytes()
+            data = read_bytes(open_storage(self.directory), self.manifest.file)
         except OSError as err:
             raise CorruptCheckpoint(f"{self.manifest.file}: {err}") from None
         check_digest(self.manifest, len(data), hashlib.sha256(data).hexdigest())
@@ -65,13 +70,12 @@ def check_digest(manifest: Manifest, size: int, sha256: str) -> None:
                                 f"({manifest.bytes} bytes expected)")
 
 
-def file_digest(path: Path) -> Tuple[int, str]:
+def file_digest(storage: Storage, name: str) -> Tuple[int, str]:
     """Size and SHA-256 of a file, read in chunks (a large checkpoint is never held in memory)."""
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
+    for chunk in each_chunk(storage, name, CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
     return size, digest.hexdigest()
 
 
@@ -97,41 +101,17 @@ class HashingFile:
         self.f.flush()
 
 
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_checkpoint(directory: str, file: str, payload: Dict[str, Any]) -> Tuple[int, str]:
-    """torch.save ``payload`` to ``directory/file`` atomically; returns its size and SHA-256."""
+    """torch.save ``payload`` to ``directory/file`` (a local folder or an fsspec URL) atomically, as far as
+    the storage allows (``storage.py``); returns its size and SHA-256."""
     import torch  # not at module level: the driver imports the Manifest without torch
 
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / file
-    tmp = temp_name(path)
-    with open(tmp, "wb") as f:
+    with open_storage(directory).writing(file) as f:
         sink = HashingFile(f, float(os.environ.get(SLOW_WRITE_ENV, "0") or 0))
         torch.save(payload, sink)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(folder)
     return sink.size, sink.digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = temp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """A small local file, atomically (temporary name, fsync, rename)."""
+    write_bytes(LocalStorage(path.parent), path.name, data)

@@ -117,12 +117,13 @@ def weights_finite(model: torch.nn.Module) -> bool:
 REQUIRED_KEYS = ("format_version", "model", "optimizer", "scheduler", "train_state", "rng", "world_size")
 
 
-def check_loadable(path: Path) -> None:
-    """Raises ``UnloadableCheckpoint`` unless ``path`` loads as a checkpoint of this format. Cheap on a
-    large file: with ``mmap=True`` torch unpickles the structure and maps the tensors without reading them
-    (their bytes are covered by the manifest's checksum)."""
+def check_loadable(path) -> None:
+    """Raises ``UnloadableCheckpoint`` unless ``path`` (a local path, or a file open for reading on remote
+    storage) loads as a checkpoint of this format. Cheap on a large local file: with ``mmap=True`` torch
+    unpickles the structure and maps the tensors without reading them (their bytes are covered by the
+    manifest's checksum)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=isinstance(path, (str, Path)))
     except Exception as err:  # noqa: BLE001 - unpickling, zip and storage errors all mean "cannot load"
         raise UnloadableCheckpoint(f"torch.load fails: {type(err).__name__}: {first_line(str(err))}") from None
     if not isinstance(payload, dict):

@@ -16,14 +16,16 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 from orchestrator import config as C
 from orchestrator.checkpoint.files import (CorruptCheckpoint, Manifest, StoredCheckpoint, check_digest, file_digest,
-                                           write_atomic)
+                                           write_atomic)  # noqa: F401 - the search ledger's import
 from orchestrator.checkpoint.state import UnloadableCheckpoint, check_loadable
+from orchestrator.checkpoint.storage import Storage, open_storage, read_bytes, write_bytes
 
-__all__ = ["CheckpointStore", "CorruptCheckpoint", "Manifest", "StoredCheckpoint", "resolve_resume", "step_file"]
+__all__ = ["CheckpointStore", "CorruptCheckpoint", "Manifest", "StoredCheckpoint", "resolve_resume", "step_file",
+           "write_atomic"]
 
 
 def step_file(step: int) -> str:
@@ -31,30 +33,29 @@ def step_file(step: int) -> str:
 
 
 class CheckpointStore:
-    """``check_payload``: raises UnloadableCheckpoint for a file that matches its manifest yet does not load
-    (None: bytes only, for stores of opaque payloads)."""
+    """``directory``: a local folder or an fsspec URL (``storage.py``). ``check_payload``: raises
+    UnloadableCheckpoint for a file that matches its manifest yet does not load, given its local path or,
+    on remote storage, an open file (None: bytes only, for stores of opaque payloads)."""
 
-    def __init__(self, directory: Path, cfg: C.CheckpointConfig, warn: Callable[[str], None] = print,
-                 check_payload: Optional[Callable[[Path], None]] = check_loadable):
-        self.directory = Path(directory)
+    def __init__(self, directory: Union[Path, str, Storage], cfg: C.CheckpointConfig,
+                 warn: Callable[[str], None] = print, check_payload: Optional[Callable] = check_loadable):
+        self.directory = open_storage(directory)
         self.cfg = cfg
         self.warn = warn
         self.check_payload = check_payload
 
     def save(self, step: int, payload: bytes, epoch: int, metrics: Dict[str, float]) -> Manifest:
         """Write the bytes rank 0 sent (checkpoint.transport=driver), then commit them."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(step=step, epoch=epoch, file=step_file(step), bytes=len(payload),
                             sha256=hashlib.sha256(payload).hexdigest(), metrics=dict(metrics), created=time.time())
-        write_atomic(self.directory / manifest.file, payload)
+        write_bytes(self.directory, manifest.file, payload)
         return self.write_manifest(manifest)
 
     def commit(self, manifest: Manifest) -> Manifest:
         """A file rank 0 wrote here itself: check it is there with the size it reported (cheap; the
         checksum is verified whenever it is read), then write its manifest."""
-        path = self.directory / manifest.file
         try:
-            size = path.stat().st_size
+            size = self.directory.size(manifest.file)
         except OSError as err:
             raise CorruptCheckpoint(f"rank 0 reported {manifest.file}, but the driver cannot see it in "
                                     f"{self.directory} ({err}); set checkpoint.transport=driver, or a "
@@ -65,18 +66,18 @@ class CheckpointStore:
 
     def write_manifest(self, manifest: Manifest) -> Manifest:
         name = Path(manifest.file).stem
-        write_atomic(self.directory / f"{name}.json", json.dumps(asdict(manifest), indent=1).encode())
+        write_bytes(self.directory, f"{name}.json", json.dumps(asdict(manifest), indent=1).encode())
         self.retain()
         return manifest
 
     def manifests(self) -> List[Manifest]:
         """All readable manifests, oldest first (no data verification)."""
         found = []
-        for path in sorted(self.directory.glob("step-*.json")):
+        for name in self.directory.names("step-*.json"):
             try:
-                found.append(Manifest(**json.loads(path.read_text())))
+                found.append(Manifest(**json.loads(read_bytes(self.directory, name))))
             except (ValueError, TypeError, OSError) as err:
-                self.warn(f"checkpoint manifest {path.name} is unreadable ({err}); ignoring it")
+                self.warn(f"checkpoint manifest {name} is unreadable ({err}); ignoring it")
         return sorted(found, key=lambda m: m.step)
 
     def read(self, manifest: Manifest) -> bytes:
@@ -88,7 +89,7 @@ class CheckpointStore:
     def verify(self, manifest: Manifest) -> StoredCheckpoint:
         """Like ``read``, without keeping the bytes: the file is hashed in chunks."""
         try:
-            size, sha256 = file_digest(self.directory / manifest.file)
+            size, sha256 = file_digest(self.directory, manifest.file)
         except OSError as err:
             raise CorruptCheckpoint(f"{manifest.file}: {err}") from None
         check_digest(manifest, size, sha256)
@@ -101,7 +102,12 @@ class CheckpointStore:
         stops the run; checking here instead lets the caller fall back to the previous checkpoint."""
         if self.check_payload is not None:
             try:
-                self.check_payload(self.directory / manifest.file)
+                local = self.directory.local_path(manifest.file)
+                if local is not None:
+                    self.check_payload(local)
+                else:
+                    with self.directory.open_read(manifest.file) as f:
+                        self.check_payload(f)
             except UnloadableCheckpoint as err:
                 raise CorruptCheckpoint(f"{manifest.file}: passes its checksum but does not load ({err})") from None
 
@@ -130,21 +136,21 @@ class CheckpointStore:
         for m in manifests:
             if m.step not in keep:
                 # Manifest first: a half-deleted checkpoint is never taken for a good one.
-                (self.directory / f"step-{m.step:09d}.json").unlink(missing_ok=True)
-                (self.directory / m.file).unlink(missing_ok=True)
+                self.directory.remove(f"step-{m.step:09d}.json")
+                self.directory.remove(m.file)
         if manifests:
             self.remove_dead_temp_files(manifests[-1].step)
 
     def remove_dead_temp_files(self, committed_step: int) -> None:
         """Temporary files of writes that never finished (a crash mid-write). Checkpoints are committed in
         step order with at most one write in flight, so none at or below the newest committed step is live."""
-        for path in self.directory.glob(".step-*.tmp-*"):
+        for name in self.directory.names(".step-*.tmp-*"):
             try:
-                step = int(path.name.split("-")[1].split(".")[0])
+                step = int(name.split("-")[1].split(".")[0])
             except ValueError:
                 continue
             if step <= committed_step:
-                path.unlink(missing_ok=True)
+                self.directory.remove(name)
 
 
 def resolve_resume(resume: Optional[str], store: CheckpointStore) -> Optional[StoredCheckpoint]:

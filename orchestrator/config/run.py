@@ -208,6 +208,10 @@ class CheckpointConfig:
         require_choice("checkpoint.transport", self.transport, {"auto", "direct", "driver"})
         require(self.dir is None or bool(str(self.dir).strip()), "checkpoint.dir", "must be a path, a URL or null",
                 self.dir)
+        if self.dir is not None:
+            from orchestrator.checkpoint.storage import check_location
+
+            check_location(str(self.dir), "checkpoint.dir")  # an unknown scheme fails here, at composition
         require(self.every_n_steps is None or self.every_n_steps >= 1, "checkpoint.every_n_steps",
                 "must be >= 1 or null", self.every_n_steps)
         require(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", self.keep_last)

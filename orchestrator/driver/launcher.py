@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from orchestrator import config as C
 from orchestrator.components import registry
@@ -79,9 +79,10 @@ class RunPaths:
         return self.root / "hang_reports"
 
 
-def checkpoint_dir(cfg: C.Config, paths: RunPaths) -> Path:
-    """checkpoint.dir (storage every node sees, on a cluster), else the run dir's checkpoints folder."""
-    return Path(cfg.checkpoint.dir).expanduser() if cfg.checkpoint.dir else paths.checkpoints
+def checkpoint_dir(cfg: C.Config, paths: RunPaths) -> Union[Path, str]:
+    """checkpoint.dir (storage every node sees, on a cluster: a path or an fsspec URL), else the run dir's
+    checkpoints folder."""
+    return cfg.checkpoint.dir if cfg.checkpoint.dir else paths.checkpoints
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from pathlib import Path
 from typing import List
 
 from orchestrator import config as C
@@ -25,7 +24,7 @@ class RunSink:
     """A plain class; the launcher makes it a Ray actor on the driver's node (one per run)."""
 
     def __init__(self, checkpoint_dir: str, cfg: C.CheckpointConfig):
-        self.store = CheckpointStore(Path(checkpoint_dir), cfg, warn=lambda message: None)
+        self.store = CheckpointStore(checkpoint_dir, cfg, warn=lambda message: None)  # a path or an fsspec URL
         self.records: List[Record] = []
         self.lock = threading.Lock()
 

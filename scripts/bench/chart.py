@@ -7,7 +7,8 @@ from pathlib import Path
 from bench.peers import PEERS
 
 COLORS = {"single": "tab:gray", "torchrun": "tab:blue", "raytrain": "tab:orange", "orchestrator": "tab:green",
-          "orchestrator-log1": "tab:olive", "orchestrator-fp16": "tab:purple", "orchestrator-powersgd": "tab:red"}
+          "orchestrator-log1": "tab:olive", "orchestrator-fp16": "tab:purple", "orchestrator-powersgd": "tab:red",
+          "torchrun-fp16": "tab:cyan", "torchrun-powersgd": "tab:pink"}
 # (summary key, title, bar label format, reference line): ratios and differences, since absolute
 # samples/s differ by 100x between workloads.
 PANELS = [

@@ -26,8 +26,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import models  # noqa: E402  (repo root must be on PYTHONPATH)
-from bench.workloads import (CLASS_SEP, LAUNCH_ENV, LR, MOMENTUM, NUM_CLASSES, SEED, SKIP_PREFIX,  # noqa: E402
-                             WORKLOADS, RunnerResult, num_features)
+from bench.workloads import (CLASS_SEP, CURVE_EVERY, LAUNCH_ENV, LR, MOMENTUM, NUM_CLASSES, SEED,  # noqa: E402
+                             SKIP_PREFIX, WORKLOADS, RunnerResult, num_features)
 
 CHUNK_ROWS = 8192  # generate a large dataset in chunks: no full-size temporaries next to it
 
@@ -82,6 +82,7 @@ def train(model: torch.nn.Module, workload: str, *, rank: int, world: int, steps
     batches = itertools.cycle(make_batches(workload, num_samples, rank, world))
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     model.train()
+    curve, done = [], [0]
 
     def run(n: int):
         loss = None
@@ -90,6 +91,9 @@ def train(model: torch.nn.Module, workload: str, *, rank: int, world: int, steps
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
+            done[0] += 1
+            if done[0] % CURVE_EVERY == 0:  # a CPU float of a loss already computed: no extra sync
+                curve.append([done[0], float(loss.detach())])
         return loss
 
     run(1)
@@ -101,7 +105,8 @@ def train(model: torch.nn.Module, workload: str, *, rank: int, world: int, steps
     batch = WORKLOADS[workload]["batch"]
     return RunnerResult(first_step_unix=first_step_unix,
                         samples_per_sec=(steps - warmup) * batch * world / (t_end - t_warm),
-                        steps=steps, warmup=warmup, world_size=world, final_loss=float(loss.detach()))
+                        steps=steps, warmup=warmup, world_size=world, final_loss=float(loss.detach()),
+                        loss_curve=curve)
 
 
 def print_result(result: RunnerResult) -> None:

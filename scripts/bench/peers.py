@@ -6,6 +6,7 @@
   orchestrator  this project's `python -m orchestrator.train`, every setting at its default but the workload's
   orchestrator-log1  the same, reducing and reporting metrics every step (what logging every step costs)
   orchestrator-fp16, orchestrator-powersgd  opt-in: the same with trainer.ddp.comm_hook=fp16 / powersgd
+  torchrun-fp16, torchrun-powersgd          opt-in: torchrun registering the same hook (--comm-hook)
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from bench.workloads import RESULT_PREFIX, SKIP_PREFIX, WORKLOADS, RunnerResult,
 # PowerSGD compresses from step 2 so that the steady part after the warm-up is all compressed.
 HOOK_ROWS = {"orchestrator-fp16": ["trainer.ddp.comm_hook=fp16"],
              "orchestrator-powersgd": ["trainer.ddp.comm_hook=powersgd", "trainer.ddp.powersgd_start_iter=2"]}
+# The same hooks under torchrun (bench/torchrun_runner.py --comm-hook), from step 2 too.
+TORCHRUN_ROWS = {"torchrun": [], "torchrun-fp16": ["--comm-hook", "fp16"],
+                 "torchrun-powersgd": ["--comm-hook", "powersgd", "--powersgd-start-iter", "2"]}
 DEFAULT_PEERS = ["single", "torchrun", "raytrain", "orchestrator", "orchestrator-log1"]
-PEERS = DEFAULT_PEERS + list(HOOK_ROWS)
+PEERS = DEFAULT_PEERS + list(HOOK_ROWS) + [r for r in TORCHRUN_ROWS if r not in DEFAULT_PEERS]
 BASELINE = "torchrun"
 # Extra overrides per orchestrator row; the plain row keeps trainer.log_every_n_steps at its default.
 ORCHESTRATOR_ROWS = {"orchestrator": [], "orchestrator-log1": ["trainer.log_every_n_steps=1"], **HOOK_ROWS}
@@ -65,10 +69,10 @@ def command(runner: str, workload: str, workers: int, settings: RunSettings, run
               "--num-samples", str(settings.num_samples)]
     if runner == "single":
         return [py, str(SCRIPTS / "bench" / "single_runner.py"), *common]
-    if runner == "torchrun":
+    if runner in TORCHRUN_ROWS:
         # `python -m torch.distributed.run` is the torchrun entry point, from the same venv.
         return [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
-                str(SCRIPTS / "bench" / "torchrun_runner.py"), *common]
+                str(SCRIPTS / "bench" / "torchrun_runner.py"), *common, *TORCHRUN_ROWS[runner]]
     if runner == "raytrain":
         return [py, str(SCRIPTS / "bench" / "raytrain_runner.py"), *common, "--workers", str(workers),
                 "--storage-path", str(run_dir)]
@@ -127,14 +131,29 @@ def orchestrator_outcome(m: Measured, run_dir: Path, summary_copy: Path) -> Outc
         return Outcome(FAILED, f"exit {m.returncode}: {last_lines(m.output)}")
     shutil.copy(summary, summary_copy)
     try:
-        timing = json.loads(summary.read_text())["timing"]
+        content = json.loads(summary.read_text())
+        timing = content["timing"]
         first_step_unix = float(timing["first_step_unix"])
+        losses = dict(final_loss=content.get("metrics", {}).get("train/loss"), loss_curve=loss_curve(run_dir / "tb"))
         return Outcome(OK, startup_s=first_step_unix - m.launch_unix,
                        samples_per_sec=float(timing["steady_samples_per_sec"]),
                        data_wait_pct=timing.get("data_pct"),
-                       own_clock_startup_s=timing.get("command_to_first_step_s"), result=timing)
+                       own_clock_startup_s=timing.get("command_to_first_step_s"), result={**timing, **losses})
     except (ValueError, KeyError, TypeError) as exc:
         return Outcome(FAILED, f"summary.json has no usable timing: {exc!r}")
+
+
+def loss_curve(tb_dir: Path) -> Optional[list]:
+    """[[step, train/loss], ...] from the run's event files (TensorBoard's own reader), before the run dir goes."""
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return None
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    if "train/loss" not in acc.Tags()["scalars"]:
+        return None
+    return [[e.step, e.value] for e in acc.Scalars("train/loss")]
 
 
 def tagged_json(output: str, prefix: str):

@@ -22,6 +22,7 @@ MOMENTUM = 0.9
 LAUNCH_ENV = "BENCH_LAUNCH_UNIX"
 RESULT_PREFIX = "BENCH_RESULT "
 SKIP_PREFIX = "BENCH_SKIP "
+CURVE_EVERY = 10  # a runner records rank 0's loss every this many steps (the comm-hook comparison's curves)
 
 # name -> model name, input shape, model kwargs, per-worker batch size.
 # steps_scale: a workload runs --steps x steps_scale steps, so a slow step (cnn, wide_mlp: ~0.1-0.3 s
@@ -70,6 +71,7 @@ class RunnerResult:
     world_size: int
     final_loss: float
     launch_unix: Optional[float] = None  # LAUNCH_ENV as the runner received it (None: started by hand)
+    loss_curve: Optional[list] = None  # [[step, rank 0's loss], ...] every CURVE_EVERY steps
 
     def line(self) -> str:
         return RESULT_PREFIX + json.dumps(asdict(self))
