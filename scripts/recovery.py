@@ -33,11 +33,11 @@ PATHS = {"disk": ["failure.recovery=disk"], "peer": ["failure.recovery=peer"],
 def one_run(run_dir: Path, path: str, workers: int, rank: int, kill_at: int, steps: int, every: int) -> dict:
     import orchestrator
 
-    cpus = 2 / (workers + 1)  # the same share per worker for every path (the spare needs its own)
+    cpus = int(200 / (workers + 1)) / 100  # the same share per worker for every path (the spare needs its own)
     result = orchestrator.run(
         ["model=mlp", f"trainer.max_steps={steps}", "trainer.max_epochs=1000", "trainer.log_every_n_steps=5",
          f"checkpoint.every_n_steps={every}", "checkpoint.every_epoch=false", f"scaling.num_workers={workers}",
-         f"scaling.cpus_per_worker={cpus:.3f}", "chaos.kind=exit", f"chaos.rank={rank}", f"chaos.at_step={kill_at}",
+         f"scaling.cpus_per_worker={cpus:g}", "chaos.kind=exit", f"chaos.rank={rank}", f"chaos.at_step={kill_at}",
          *PATHS[path]], run_dir=run_dir, show_progress=False)
     (restart,) = result.summary["restarts"]
     return {"path": restart.get("path"), "workers": workers, "rank": rank, "kill_at": kill_at,

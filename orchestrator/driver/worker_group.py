@@ -125,7 +125,7 @@ class WorkerGroup:
         bounds = bounds or start_bounds(scaling, cluster, size, collective_timeout_s)
         settings = GroupSettings(scaling, bounds, collective_timeout_s, use_gpus, cluster.gloo_socket_ifname)
         timings: Dict[str, float] = {}
-        pg = reserve(scaling, size + spares, bounds.placement, timings)
+        pg = reserve(scaling, size, bounds.placement, timings, spares)
         everyone: List[Any] = []
         try:
             everyone = create_actors(scaling, pg, range(size + spares))
@@ -202,15 +202,17 @@ def placement_state(pg) -> str:
         return ""
 
 
-def reserve(scaling: C.ScalingConfig, size: int, bound: Bound, timings: Dict[str, float]):
+def reserve(scaling: C.ScalingConfig, size: int, bound: Bound, timings: Dict[str, float], spares: int = 0):
+    """One bundle per worker and per spare, all at once."""
     t0 = time.perf_counter()
     bundle = bundle_for(scaling)
-    pg = placement_group([dict(bundle) for _ in range(size)], strategy=scaling.placement_strategy)
+    pg = placement_group([dict(bundle) for _ in range(size + spares)], strategy=scaling.placement_strategy)
     ready, _ = ray.wait([pg.ready()], timeout=bound.seconds)
     if not ready:
         remove_placement_group(pg)
         raise PlacementTimeout(
-            f"the cluster cannot hold the gang: asked for {size} workers x {bundle} "
+            f"the cluster cannot hold the gang: asked for {size} workers"
+            f"{f' + {spares} spares (trainer.spare_workers)' if spares else ''} x {bundle} "
             f"(strategy {scaling.placement_strategy}), waited {bound.describe()}."
             f"\nThe cluster has:\n{describe_cluster()}")
     timings["placement_s"] = time.perf_counter() - t0

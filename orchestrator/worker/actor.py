@@ -141,6 +141,8 @@ class Worker:
         import orchestrator.worker.loop  # noqa: F401
         import orchestrator.worker.peer_heal  # noqa: F401
 
+        # An optimizer's constructor imports torch._dynamo (~1.5 s here, torch 2.13): most of a build.
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         return self.describe()
 
     def free_port(self, host: str = "0.0.0.0") -> int:
