@@ -1,9 +1,10 @@
-"""Many small ranks on the shared local Ray: above trainer.per_rank_metrics_up_to the TensorBoard tags
-stay bounded (a distribution across ranks instead of a tag per rank).
+"""Many small ranks on the shared local Ray: a killed rank is healed from its peers, and above
+trainer.per_rank_metrics_up_to the TensorBoard tags stay bounded (a distribution across ranks instead of
+a tag per rank).
 
 8 ranks (threshold 4) by default: 16 s on the idle 2-core machine. The issue's 16 ranks took 30 s idle
 but 62-74 s while other runs loaded it, over a suite test's budget; ORCHESTRATOR_TEST_MANY_RANKS=16 runs them.
-A killed rank's recovery is test_fault_tolerance's (at 2 ranks)."""
+"""
 
 from __future__ import annotations
 
@@ -27,13 +28,19 @@ TINY = ["model=custom", "model._target_=tests.user_project.components.TinyNet", 
 TAG_BOUND = 60  # what a run of any world size may log with the per-rank tags off
 
 
-def test_above_the_threshold_the_tags_stay_bounded(ray_session, tmp_path):
+def test_many_ranks_heal_a_killed_one_and_the_tags_stay_bounded(ray_session, tmp_path):
     start = time.monotonic()
     result = orchestrator.run(TINY + [f"scaling.num_workers={RANKS}", f"scaling.cpus_per_worker={2 / RANKS:g}",
-                                      f"trainer.per_rank_metrics_up_to={RANKS // 2}"],
+                                      f"trainer.per_rank_metrics_up_to={RANKS // 2}", "failure.max_failures=1",
+                                      "chaos.kind=exit", f"chaos.rank={RANKS - 2}", "chaos.at_step=6"],
                               run_dir=tmp_path, show_progress=False)
     elapsed = time.monotonic() - start
     assert result.status == "completed" and result.summary["steps"] == 12 and result.summary["world_size"] == RANKS
+    (restart,) = result.summary["restarts"]
+    assert restart["path"] == "peer" and restart["steps_lost"] <= 1
+    # gloo: the ranks that were not exchanging data with the dead one stay blocked in the collective and are
+    # replaced too (gang_runner.HELD_TIMEOUT_S); the state comes from a rank that saw the failure.
+    assert RANKS - 2 in restart["replaced"] and restart["source_rank"] not in restart["replaced"]
     tags = read_scalars(tmp_path / "tb")
     assert not [tag for tag in tags if tag.startswith("worker/")]
     for name in ("step_ms", "data_wait_pct"):

@@ -156,7 +156,11 @@ class GangRunner:
 
 # Replacing a worker or re-forming the group can fail like this: the heal falls back to disk.
 HEAL_ERRORS = (WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError, GetTimeoutError)
-HELD_TIMEOUT_S = 10.0
+# How long survivors get to see their failed collective. With gloo only the ranks that were exchanging data
+# with the dead one raise: a failed rank's process stays alive with its sockets open (neither destroying nor
+# aborting a gloo group closes them, torch 2.13), so the others wait in the collective until its timeout.
+# Those ranks hold the same state as the ones that raised; past this bound they are replaced like the dead.
+HELD_TIMEOUT_S = 5.0
 
 
 def may_heal(outcome: Outcome, recovery: str, size: int) -> bool:
