@@ -21,13 +21,20 @@ from typing import Callable, Dict, List, Optional
 from orchestrator import config as C
 from orchestrator.checkpoint.files import (CorruptCheckpoint, Manifest, StoredCheckpoint, check_digest, file_digest,
                                            write_atomic)
-from orchestrator.checkpoint.state import UnloadableCheckpoint, check_loadable
 
 __all__ = ["CheckpointStore", "CorruptCheckpoint", "Manifest", "StoredCheckpoint", "resolve_resume", "step_file"]
 
 
 def step_file(step: int) -> str:
     return f"step-{step:09d}.pt"
+
+
+def check_loadable(path: Path) -> None:
+    """``state.check_loadable``, imported on first use: it needs torch, which the driver imports in the
+    background while Ray starts (importing it with this module put ~1.5 s of torch before Ray's start)."""
+    from orchestrator.checkpoint.state import check_loadable as check
+
+    check(path)
 
 
 class CheckpointStore:
@@ -100,6 +107,8 @@ class CheckpointStore:
         checkpoint at all). Every rank would then fail alike, which looks like a bug at the same step and
         stops the run; checking here instead lets the caller fall back to the previous checkpoint."""
         if self.check_payload is not None:
+            from orchestrator.checkpoint.state import UnloadableCheckpoint
+
             try:
                 self.check_payload(self.directory / manifest.file)
             except UnloadableCheckpoint as err:
