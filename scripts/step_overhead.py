@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-step overhead of the orchestrator's training loop, in one process, without Ray or communication.
 
-Builds the benchmark's 784-128-64-10 MLP (batch 64) exactly as a worker does (``worker.build``) with one
+Builds the benchmark's 784-128-64-10 MLP (batch 64; or its 20M-parameter MLP, batch 32) exactly as a worker does (``worker.build``) with one
 rank, then measures the CPU time per step (less disturbed by a shared machine than wall time), interleaved, of (a) the plainest loop on the same model and optimizer (pre-made batches
 cycled: zero_grad, forward, loss, backward, step) and (b) the orchestrator's own ``Loop.fit`` with
 every setting at its default. The difference is what the loop adds per step, all-reduce aside.
@@ -26,11 +26,13 @@ from orchestrator.worker import loop
 from orchestrator.worker.build import build
 from orchestrator.worker.reporting import Reporter
 
-BATCH = 64
+# The benchmark's MLPs (scripts/bench/workloads.py): hidden sizes, per-worker batch.
+WORKLOADS = {"mlp": ("[128,64]", 64), "wide_mlp": ("[4096,4096]", 32)}
+HIDDEN, BATCH = WORKLOADS["mlp"]
 
 
 def overrides(steps: int) -> list:
-    return ["model=mlp", "model.hidden_sizes=[128,64]", "data=synthetic_classification", "data.num_features=784",
+    return ["model=mlp", f"model.hidden_sizes={HIDDEN}", "data=synthetic_classification", "data.num_features=784",
             "data.sample_shape=[1,28,28]", "data.num_classes=10", "data.num_samples=4096",
             f"data.batch_size={BATCH}", "data.val_fraction=0.0", "scaling.num_workers=1",
             f"trainer.max_steps={steps}", "trainer.max_epochs=1000", "checkpoint.every_epoch=false", "optimizer=sgd"]
@@ -88,8 +90,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
     p.add_argument("--profile", default=None, help="write a torch.profiler table of one loop run here")
     args = p.parse_args()
+    global HIDDEN, BATCH
+    HIDDEN, BATCH = WORKLOADS[args.workload]
     torch.set_num_threads(1)
     if args.profile:
         profile(min(args.steps, 1000), args.profile)
