@@ -21,7 +21,6 @@ from typing import Callable, Dict, List, Optional, Union
 from orchestrator import config as C
 from orchestrator.checkpoint.files import (CorruptCheckpoint, Manifest, StoredCheckpoint, check_digest, file_digest,
                                            write_atomic)  # noqa: F401 - the search ledger's import
-from orchestrator.checkpoint.state import UnloadableCheckpoint, check_loadable
 from orchestrator.checkpoint.storage import Storage, open_storage, read_bytes, write_bytes
 
 __all__ = ["CheckpointStore", "CorruptCheckpoint", "Manifest", "StoredCheckpoint", "resolve_resume", "step_file",
@@ -30,6 +29,14 @@ __all__ = ["CheckpointStore", "CorruptCheckpoint", "Manifest", "StoredCheckpoint
 
 def step_file(step: int) -> str:
     return f"step-{step:09d}.pt"
+
+
+def check_loadable(path: Path) -> None:
+    """``state.check_loadable``, imported on first use: it needs torch, which the driver imports in the
+    background while Ray starts (importing it with this module put ~1.5 s of torch before Ray's start)."""
+    from orchestrator.checkpoint.state import check_loadable as check
+
+    check(path)
 
 
 class CheckpointStore:
@@ -101,6 +108,8 @@ class CheckpointStore:
         checkpoint at all). Every rank would then fail alike, which looks like a bug at the same step and
         stops the run; checking here instead lets the caller fall back to the previous checkpoint."""
         if self.check_payload is not None:
+            from orchestrator.checkpoint.state import UnloadableCheckpoint
+
             try:
                 local = self.directory.local_path(manifest.file)
                 if local is not None:

@@ -1,8 +1,9 @@
 """In-memory datasets: arrays loaded once on the driver, shared through Ray's object store.
 
 Every worker on a node maps the same read-only arrays (zero copies) and gathers its batches
-straight from them by index (``__getitems__``: one gather per batch, no per-sample Python calls),
-which keeps the data wait far below the step time. This is one implementation of the data
+straight from them by index (``take``: one ``index_select`` per array and batch, no per-sample Python
+calls; training epochs call it without a DataLoader, see ``loader.GatheredBatches``), which keeps the
+data wait far below the step time. This is one implementation of the data
 contract (``module.py``); the DataLoader, sampler and loop treat it like any other dataset.
 """
 
@@ -153,6 +154,12 @@ class ChunkedRows:
         return out
 
 
+def take_rows(rows, indices):
+    """Rows at ``indices`` (a tensor), copied: one ``index_select`` (~4x faster than ``rows[indices]``
+    on CPU for a small batch), or the chunks' own gather."""
+    return rows.index_select(0, indices) if hasattr(rows, "index_select") else rows[indices]
+
+
 def rows_of(value):
     if isinstance(value, ChunkSource):
         value = value.materialize()  # without the object store (tests): whole in memory
@@ -186,8 +193,11 @@ class ArrayDataset:
     def __getitems__(self, indices):
         import torch
 
-        idx = torch.as_tensor(indices)
-        return self.x[idx], self.y[idx]
+        return self.take(torch.as_tensor(indices))
+
+    def take(self, indices):
+        """The batch at ``indices`` (an int64 tensor): what the training epoch gathers directly."""
+        return take_rows(self.x, indices), take_rows(self.y, indices)
 
 
 class TextWindows:
@@ -211,5 +221,8 @@ class TextWindows:
     def __getitems__(self, indices):
         import torch
 
-        windows = self.tokens[self.starts[torch.as_tensor(indices)].unsqueeze(1) + self.offsets]  # (B, block + 1)
+        return self.take(torch.as_tensor(indices))
+
+    def take(self, indices):
+        windows = self.tokens[take_rows(self.starts, indices).unsqueeze(1) + self.offsets]  # (B, block + 1)
         return windows[:, :-1], windows[:, 1:]

@@ -142,12 +142,13 @@ def launch(cfg: C.Config, run_dir: Path, *, stop: Optional[StopSignal] = None,
     # processes), instead of adding to the time before the first step.
     preparing = background.submit(prepare, setup.data, paths, tensorboard_restart_step(paths, setup.resume))
     try:
+        before_ray = time.time() - started  # interpreter, imports, composition, the run dir and data checks
         # Our handler goes in after Ray starts: ray.init installs its own SIGTERM handler.
         with RaySession(cfg.cluster) as session, interrupt_handler(stop, view):
             data_seconds, tb = preparing.result()
             recorder = Recorder(tb, view, observer=observer, input_bound=InputBoundMonitor.from_config(cfg))
-            recorder.log.timing.update({"command_start_unix": started, "data_load_s": data_seconds,
-                                        "ray_start_s": session.seconds})
+            recorder.log.timing.update({"command_start_unix": started, "before_ray_s": before_ray,
+                                        "data_load_s": data_seconds, "ray_start_s": session.seconds})
             begin_recording(recorder, setup)
             status = run_controller(cfg, recorder, setup, stop, gang_pool, verdicts)
     except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once

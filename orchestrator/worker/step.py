@@ -156,15 +156,16 @@ class Stepper:
         grad_norm = None
         if want_grad_norm or self.clip_grad_norm:
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        found_inf = non_finite_flag(grads, grad_norm, self.device)  # before clipping, which can hide an inf
+        total = finiteness_probe(grads, grad_norm, self.device)  # before clipping, which can hide an inf
         self.clip(grad_norm)
         if self.scaler is not None:
-            finite = self.scaler_step(found_inf, loss_sum)
+            finite = self.scaler_step(non_finite_flag(total), loss_sum)
         elif self.masks_on_device():
+            found_inf = non_finite_flag(total)
             device_step(self.optimizer, found_inf)
             finite = found_inf == 0  # decided on the device: read it when the loop needs it
         else:
-            finite = not bool(found_inf.item())  # the host sync that gates the update
+            finite = bool(torch.isfinite(total))  # the host sync that gates the update
             if finite:
                 self.optimizer.step()
         # The schedule follows the step counter, applied or not.
@@ -200,19 +201,27 @@ class Stepper:
         return not (skipped and loss_non_finite_on_any_rank(loss_sum))
 
 
-def non_finite_flag(grads: List[torch.Tensor], grad_norm: Optional[torch.Tensor], device) -> torch.Tensor:
-    """1.0 if any element of any gradient is NaN or Inf, else 0.0; a device tensor (no host sync).
+def finiteness_probe(grads: List[torch.Tensor], grad_norm: Optional[torch.Tensor], device) -> torch.Tensor:
+    """A device scalar that is finite exactly when every element of every gradient is (no host sync).
 
-    One fused reduction over all gradients (torch._foreach_norm inside get_total_norm): a NaN that
-    arises anywhere in backward is seen, not only one that reaches a chosen tensor. The 2-norm, not the
-    max-norm: on CPU torch's foreach max-norm takes ~0.9 ms for a 110k-parameter MLP against ~0.09 ms
-    (torch 2.13; a third of a small model's step). The 2-norm can overflow only for gradient elements
-    above ~1e19, which health.exploding_above reports long before; such a step is then skipped.
+    One fused reduction over all gradients (torch._foreach_norm, as inside get_total_norm): a NaN that
+    arises anywhere in backward is seen, not only one that reaches a chosen tensor. The sum of the
+    per-tensor 2-norms (or the total norm, when the step computes it anyway): 3 dispatches instead of
+    get_total_norm's 3 + one per tensor (~15 us less per step on a small MLP on CPU). Not the max-norm:
+    on CPU torch's foreach max-norm takes ~0.9 ms for a 110k-parameter MLP against ~0.09 ms (torch 2.13;
+    a third of a small model's step). A 2-norm can overflow only for gradient elements above ~1e19,
+    which health.exploding_above reports long before; such a step is then skipped.
     """
+    if grad_norm is not None:
+        return grad_norm
     if not grads:
         return torch.zeros((), device=device)
-    norm = grad_norm if grad_norm is not None else torch.nn.utils.get_total_norm(grads)
-    return (~torch.isfinite(norm)).float()
+    return torch.stack(torch._foreach_norm(grads)).sum(dtype=torch.float32)  # fp16 norms: no overflow at 65504
+
+
+def non_finite_flag(probe: torch.Tensor) -> torch.Tensor:
+    """1.0 where the probe is NaN or Inf, else 0.0: the ``found_inf`` of GradScaler and fused optimizers."""
+    return (~torch.isfinite(probe)).float()
 
 
 def device_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
