@@ -156,10 +156,9 @@ class GangRunner:
 
 # Replacing a worker or re-forming the group can fail like this: the heal falls back to disk.
 HEAL_ERRORS = (WorkerStartTimeout, RendezvousTimeout, RayActorError, RayTaskError, GetTimeoutError)
-# How long survivors get to see their failed collective. With gloo only the ranks that were exchanging data
-# with the dead one raise: a failed rank's process stays alive with its sockets open (neither destroying nor
-# aborting a gloo group closes them, torch 2.13), so the others wait in the collective until its timeout.
-# Those ranks hold the same state as the ones that raised; past this bound they are replaced like the dead.
+# How long survivors get to see their failed collective (it reaches every rank in about a second: a rank
+# that raised shuts its gloo connections down, worker/group_sockets.py). A rank still inside its attempt
+# past this is stuck; it holds the same state as the others, so it is replaced like the dead.
 HELD_TIMEOUT_S = 5.0
 
 

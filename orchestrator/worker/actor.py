@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from orchestrator import config as C
 from orchestrator.worker import network
+from orchestrator.worker.group_sockets import GroupSockets
 from orchestrator.policy.recovery import Held
 from orchestrator.attempt import AttemptArgs, Rendezvous
 from orchestrator.policy.failure import TrainingError
@@ -110,6 +111,7 @@ class Worker:
         self.reporter = Reporter(rank=-1, keeps_records=False)
         self.train_thread: Optional[int] = None
         self.held = None  # peer_heal.HeldState after a failed attempt, for a heal from this rank
+        self.group_sockets = GroupSockets()
         torch.set_num_threads(max(1, int(cpus)))  # like torchrun's OMP_NUM_THREADS: one worker, its own cores
         self.training = False
         self.previous_sigterm = install_notice_handler(self.on_sigterm)
@@ -178,8 +180,12 @@ class Worker:
             os.environ.update(network.gloo_socket_ifname(ray.util.get_node_ip_address(), os.environ,
                                                          rendezvous.gloo_ifname, psutil.net_if_addrs()))
         url = network.tcp_url(rendezvous.master_addr, rendezvous.master_port)
+        if backend == "gloo":
+            self.group_sockets.joining()
         dist.init_process_group(backend, init_method=url, rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=rendezvous.timeout_s))
+        if backend == "gloo":
+            self.group_sockets.joined()  # what leave_group shuts down after a failed collective
 
     # ----------------------------------------------------------------- training
     def device(self, cfg: C.Config) -> torch.device:
@@ -221,7 +227,7 @@ class Worker:
             else:
                 fit_loop = self.fresh(attempt, device, started)
         except Exception:
-            peer_heal.leave_group()  # a failed heal: the peers waiting in it fail now too
+            peer_heal.leave_group(self.group_sockets)  # a failed heal: the peers waiting in it fail now too
             raise
         r.enter_phase("first_step")  # loader start-up, first batch, first step (compilation): until step 1 ends
         try:
@@ -229,7 +235,7 @@ class Worker:
         except Exception as err:
             if cfg.failure.recovery == "peer" and self.world_size > 1 and not self.reporter.noticed_at:
                 self.held = peer_heal.hold(fit_loop)  # the driver may heal the gang from this state
-            peer_heal.leave_group()  # the other ranks' collectives fail now, not at the collective timeout
+            peer_heal.leave_group(self.group_sockets)  # the other ranks' collectives fail now, not at their timeout
             # The driver's view of the step can be a second old; "the same error at the same step"
             # (a bug, not a fault) needs the exact one.
             raise TrainingError(r.heartbeat.step, err) from err

@@ -49,10 +49,13 @@ def hold(loop) -> HeldState:
     return HeldState(loop.c, loop.state, loop.best_weights, loop.stats, in_flight=loop.step_in_flight)
 
 
-def leave_group() -> None:
+def leave_group(sockets=None) -> None:
     """Tear down this rank's process group: the peers still waiting in a collective with it fail now.
-    NCCL: abort the communicators first (torch's ``_abort_process_group``, as torchft does), since
+    gloo: shut its connections down (``group_sockets.py``: nothing else closes them while the process
+    lives). NCCL: abort the communicators first (torch's ``_abort_process_group``, as torchft does), since
     ``destroy_process_group`` waits for pending work, which after a lost peer never completes."""
+    if sockets is not None:
+        sockets.shut_down()
     if not (dist.is_available() and dist.is_initialized()):
         return
     try:
