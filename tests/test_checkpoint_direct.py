@@ -169,7 +169,8 @@ def test_a_crash_in_the_middle_of_an_async_write_leaves_the_previous_checkpoint_
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
-        while not list(tmp_path.glob(".step-000000020.pt.tmp-*")):
+        # Non-empty: the temp file exists (empty) a moment before the first bytes are written and flushed.
+        while not [p for p in tmp_path.glob(".step-000000020.pt.tmp-*") if p.stat().st_size > 0]:
             assert child.poll() is None, child.stderr.read()[-3000:]
             assert time.time() < deadline, "the second write never started"
             time.sleep(0.05)
