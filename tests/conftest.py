@@ -41,6 +41,19 @@ def ray_session():
     yield ray
 
 
+@pytest.fixture(scope="session")
+def checkpoint_reference(ray_session, tmp_path_factory) -> Path:
+    """One uninterrupted run of test_checkpoint_direct.RUN, synchronous and with the bytes through the
+    driver (the fallback path): the reference that resumed runs in two test files must end bit-equal to."""
+    import orchestrator
+    from tests.test_checkpoint_direct import RUN
+
+    run_dir = tmp_path_factory.mktemp("checkpoint_reference")
+    orchestrator.run(RUN + ["checkpoint.transport=driver", "checkpoint.async_save=false"], run_dir=run_dir,
+                     show_progress=False)
+    return run_dir
+
+
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     return tmp_path / "run"

@@ -169,7 +169,8 @@ def test_a_crash_in_the_middle_of_an_async_write_leaves_the_previous_checkpoint_
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
-        while not list(tmp_path.glob(".step-000000020.pt.tmp-*")):
+        # Non-empty: the temp file exists (empty) a moment before the first bytes are written and flushed.
+        while not [p for p in tmp_path.glob(".step-000000020.pt.tmp-*") if p.stat().st_size > 0]:
             assert child.poll() is None, child.stderr.read()[-3000:]
             assert time.time() < deadline, "the second write never started"
             time.sleep(0.05)
@@ -216,8 +217,7 @@ def kill_the_writer_of(step: int, folder: Path, proc: subprocess.Popen, seconds:
 
 @pytest.mark.ray
 def test_a_worker_killed_mid_async_write_resumes_from_the_previous_checkpoint_bit_exactly(
-        tmp_path, own_ray_env, ray_session):
-    import orchestrator
+        tmp_path, own_ray_env, checkpoint_reference):
     from tests.helpers import read_scalars, train_command
 
     crashed = tmp_path / "crashed"
@@ -243,10 +243,7 @@ def test_a_worker_killed_mid_async_write_resumes_from_the_previous_checkpoint_bi
     assert max(v for _, v in scalars["checkpoint/write_ms"]) >= 1500 and "checkpoint/blocked_ms" in scalars
 
     # The reference: uninterrupted, synchronous, with the bytes sent through the driver (the fallback path).
-    reference = tmp_path / "reference"
-    orchestrator.run(RUN + ["checkpoint.transport=driver", "checkpoint.async_save=false"], run_dir=reference,
-                     show_progress=False)
-    reference_manifests, reference_state = final_checkpoint(reference)
+    reference_manifests, reference_state = final_checkpoint(checkpoint_reference)
     assert {m["writer"] for m in reference_manifests} == {"driver"}
     assert crashed_state["train_state"]["step"] == reference_state["train_state"]["step"] == 40
     for key, value in reference_state["model"].items():

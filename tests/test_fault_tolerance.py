@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import time
 
@@ -114,11 +115,20 @@ def damage(latest, how: str) -> None:
         manifest_path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("how", ["truncated", "unloadable"])
-def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(ray_session, tmp_path, how):
-    first = orchestrator.run(MLP_RUN + ["trainer.max_steps=40", "checkpoint.keep_last=5"], run_dir=tmp_path,
+@pytest.fixture(scope="module")
+def forty_steps(ray_session, tmp_path_factory):
+    """One finished 40-step run; each case below damages a copy of it."""
+    run_dir = tmp_path_factory.mktemp("forty_steps")
+    first = orchestrator.run(MLP_RUN + ["trainer.max_steps=40", "checkpoint.keep_last=5"], run_dir=run_dir,
                              show_progress=False)
-    assert first.summary["checkpoints"]["latest_step"] == 40
+    return run_dir, first.summary
+
+
+@pytest.mark.parametrize("how", ["truncated", "unloadable"])
+def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(forty_steps, tmp_path, how):
+    pristine, first = forty_steps
+    assert first["checkpoints"]["latest_step"] == 40
+    shutil.copytree(pristine, tmp_path, dirs_exist_ok=True)
     damage(tmp_path / "checkpoints" / "step-000000040.pt", how)
 
     resumed = orchestrator.run(MLP_RUN + ["trainer.max_steps=60", "checkpoint.keep_last=5", "trainer.resume=auto"],

@@ -19,9 +19,10 @@ from tests.helpers import REPO, train_command, wait_until_gone
 pytestmark = pytest.mark.ray
 
 # Two good learning rates, then two that cannot learn in time: built to be pruned by the median rule.
-# A prune reaches the workers a few seconds after the validation that decides it (the driver is off the
-# step path), so trials are long enough (EPOCHS) that a pruned one visibly stops early.
-EPOCHS, STEPS_PER_EPOCH = 30, 22
+# A prune reaches the workers at the step of the validation that decides it (test_warm_gangs), so a
+# pruned trial stops within a few epochs; EPOCHS leaves room for the good trials to finish first
+# (the median rule waits for pruner_startup_trials) and for the pruned ones to visibly stop early.
+EPOCHS, STEPS_PER_EPOCH = 12, 22
 ENQUEUED = "++search.enqueue=[{optimizer.lr:0.01},{optimizer.lr:0.003},{optimizer.lr:1e-7},{optimizer.lr:1e-7}]"
 SMALL = ["model=mlp", f"trainer.max_epochs={EPOCHS}", "search.num_trials=4", "search.pruner=median",
          "search.pruner_startup_trials=2", "++search.space={optimizer.lr:{type:float,low:1e-7,high:0.1,log:true}}"]
@@ -92,14 +93,24 @@ def wait_for_ledger(sweep_dir: Path, predicate, seconds: float = 180):
     raise TimeoutError("the search never reached the awaited state")
 
 
-def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, own_ray_env):
+def wait_for_checkpoint(folder: Path, seconds: float = 120):
+    deadline = time.time() + seconds
+    while not list(folder.glob("step-*.json")):
+        assert time.time() < deadline, f"no checkpoint in {folder} within {seconds}s"
+        time.sleep(0.1)
+
+
+def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, own_ray_env, ray_session,
+                                                                         capsys):
     env, sweep = own_ray_env, tmp_path / "sweep"
-    command = train_command(sweep, "search=random", "search.num_trials=3", "search.max_concurrent=1",
-                            "search.pruner=none", "model=mlp", "trainer.max_epochs=20",
-                            "checkpoint.every_n_steps=10")
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # 20 epochs (440 steps, a few seconds): the second trial is still training when the SIGINT reaches it
+    # (at 10 epochs it could finish first).
+    overrides = ["search=random", "search.num_trials=3", "search.max_concurrent=1", "search.pruner=none",
+                 "model=mlp", "trainer.max_epochs=20", "checkpoint.every_n_steps=10"]
+    proc = subprocess.Popen(train_command(sweep, *overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     wait_for_ledger(sweep, lambda ts: any(t["status"] == "completed" for t in ts) and len(ts) == 2)
-    time.sleep(1.0)  # let the second trial train and checkpoint a little
+    wait_for_checkpoint(sweep / "trial_001" / "checkpoints")  # the second trial has trained a little
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
@@ -108,9 +119,11 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
     finished_at = (sweep / "trial_000" / "summary.json").stat().st_mtime
     assert wait_until_gone(Path(env["RAY_TMPDIR"])) == []
 
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "Resuming the search" in again.stdout
+    # The same search again, in-process on the shared Ray (the resume reads only the sweep dir; one Ray
+    # start less than a second command line).
+    capsys.readouterr()
+    orchestrator.run_search(overrides, sweep_dir=sweep)
+    assert "Resuming the search" in capsys.readouterr().out
     trials = ledger(sweep)
     assert sum(t["status"] == "completed" for t in trials) == 3
     assert (sweep / "trial_000" / "summary.json").stat().st_mtime == finished_at, "trial 0 must not run again"
