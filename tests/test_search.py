@@ -93,24 +93,15 @@ def wait_for_ledger(sweep_dir: Path, predicate, seconds: float = 180):
     raise TimeoutError("the search never reached the awaited state")
 
 
-def wait_for_checkpoint(folder: Path, seconds: float = 120):
-    deadline = time.time() + seconds
-    while not list(folder.glob("step-*.json")):
-        assert time.time() < deadline, f"no checkpoint in {folder} within {seconds}s"
-        time.sleep(0.1)
-
-
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, own_ray_env, ray_session,
                                                                          capsys):
     env, sweep = own_ray_env, tmp_path / "sweep"
-    # 20 epochs (440 steps, a few seconds): the second trial is still training when the SIGINT reaches it
-    # (at 10 epochs it could finish first).
     overrides = ["search=random", "search.num_trials=3", "search.max_concurrent=1", "search.pruner=none",
                  "model=mlp", "trainer.max_epochs=20", "checkpoint.every_n_steps=10"]
     proc = subprocess.Popen(train_command(sweep, *overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_for_ledger(sweep, lambda ts: any(t["status"] == "completed" for t in ts) and len(ts) == 2)
-    wait_for_checkpoint(sweep / "trial_001" / "checkpoints")  # the second trial has trained a little
+    time.sleep(1.0)  # let the second trial train and checkpoint a little
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
