@@ -97,9 +97,10 @@ class Recorder:
             restart = self.log.restarts[-1]
             restart["recovery_s"] = record.unix - restart["detected_unix"]
             self.tb.scalars(restart["step"], {"fault/recovery_s": restart["recovery_s"]}, replayable=False)
-            how = {"peer": "from a live peer", "disk": "from the checkpoint"}.get(restart.get("path"), "")
-            self.view.message(f"recovered {how} in {restart['recovery_s']:.1f}s (failure to first step), "
-                              f"{restart['steps_lost']} steps lost", style="cyan")
+            how = {"peer": " from a live peer", "disk": " from the checkpoint"}.get(restart.get("path"), "")
+            lost = f", {restart['steps_lost']} steps lost" if "steps_lost" in restart else ""
+            self.view.message(f"recovered{how} in {restart['recovery_s']:.1f}s (failure to first step){lost}",
+                              style="cyan")
         self.on_startup(record.startup())
 
     def on_startup(self, record: StartupInfo) -> None:
