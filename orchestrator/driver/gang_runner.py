@@ -24,7 +24,7 @@ from orchestrator.policy.plan import AttemptPlan, GangRequest
 from orchestrator.policy.start_bounds import start_bounds
 from orchestrator.driver.gang_pool import GangPool, GangShape
 from orchestrator.driver.recorder import Recorder
-from orchestrator.driver.supervisor import StopSignal, Supervisor
+from orchestrator.driver.supervisor import StopSignal, Supervisor, first_line
 from orchestrator.driver.worker_group import RendezvousTimeout, WorkerGroup, WorkerStartTimeout, release
 from orchestrator.search.verdicts import VerdictChannel
 
@@ -117,7 +117,7 @@ class GangRunner:
                                   "heal_setup_s": time.perf_counter() - t0}
                 return decision
         except HEAL_ERRORS as err:
-            decision = f"re-forming the gang failed ({type(err).__name__}: {first_line(str(err))})"
+            decision = f"re-forming the gang failed ({type(err).__name__}: {first_line(str(err))[:300]})"
         group.shutdown()
         return decision
 
@@ -193,10 +193,6 @@ def ask_held(group: WorkerGroup, timeout_s: float) -> Dict[int, Held]:
         except (RayActorError, RayTaskError):
             held[rank] = Held(step=None)
     return held
-
-
-def first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
 def start_run_sink(store: CheckpointStore):

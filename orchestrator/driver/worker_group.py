@@ -161,7 +161,7 @@ class WorkerGroup:
         refs = {}
         for rank in ranks:
             release([self.actors[rank]], None)
-            freed, spare = self.bundles[rank], self.ready_spare()
+            freed, spare = self.bundles[rank], self.next_spare()
             if spare is not None:
                 self.spares.remove(spare)
                 self.actors[rank], self.bundles[rank], refs[rank] = spare.actor, spare.bundle, spare.describe
@@ -183,7 +183,7 @@ class WorkerGroup:
             self.infos[rank] = info
         return how
 
-    def ready_spare(self) -> Optional[Spare]:
+    def next_spare(self) -> Optional[Spare]:
         """A spare whose process is up, else the one started first (None without spares)."""
         if not self.spares:
             return None
