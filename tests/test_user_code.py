@@ -37,6 +37,7 @@ def test_a_user_model_composes_with_its_arguments():
     ([*TINY, "+model.colour=3"], r"^model: .*TinyNet.*unexpected keyword argument 'colour'"),
     ([*BLOBS, "+data.rows=3"], r"^data: .*blobs.*unexpected keyword argument 'rows'"),
     (["step._target_=tests.user_project.components.missing_step"], r"step\._target_: .*missing_step"),
+    (["+step.colour=3"], r"^step: .*SupervisedStep.*unexpected keyword argument 'colour'"),  # default, with an arg
     (["optimizer=custom", "optimizer._target_=torch.optim.NoSuchOptimizer"], r"optimizer\._target_"),
     (["+metrics.f1._target_=torchmetrics.classification.NoSuchScore"], r"metrics\.f1\._target_"),
     (["model=custom"], r"model\._target_"),
@@ -53,6 +54,15 @@ def test_the_command_line_exits_2_without_a_traceback_before_ray_starts(tmp_path
     assert "model._target_: cannot import 'nowhere.nets.Net'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "tb").exists()  # nothing started
+
+
+def test_composing_the_default_config_does_not_import_torch():
+    """The driver imports torch while Ray starts (launcher.prepare), not before: ~1.2 s of start-up."""
+    code = ("import sys; import orchestrator; orchestrator.compose(['scaling.num_workers=2']); "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 # ----------------------------------------------------------------------------- trained on Ray
