@@ -106,3 +106,27 @@ def test_benchmark_quick_writes_its_table_chart_and_raw_results(tmp_path, own_ra
     overhead = {s["runner"]: s["overhead_ms"] for s in raw["summary"]}
     assert overhead["torchrun"] == 0.0 and isinstance(overhead["orchestrator"], float)
     assert wait_until_gone(Path(own_ray_env["RAY_TMPDIR"])) == []
+
+
+# ----------------------------------------------------------------------------- scripts/startup_cpu.py
+def test_startup_cpu_names_each_process_by_its_role():
+    import startup_cpu
+
+    assert startup_cpu.role("/venv/bin/python -m orchestrator.train model=mlp python").startswith("driver")
+    assert startup_cpu.role("ray::Worker ray::Worker") == "training worker"
+    assert startup_cpu.role("ray::RunSink ray::RunSink").startswith("run sink")
+    assert startup_cpu.role("/ray/core/src/ray/gcs/gcs_server --log_dir=x gcs_server") == "Ray GCS"
+    assert startup_cpu.role("python -u /ray/dashboard/agent.py --node-id=x python") == "Ray dashboard agent"
+    assert startup_cpu.role("python /ray/dashboard/dashboard.py --host=x python").startswith("Ray dashboard head")
+
+
+def test_startup_cpu_samples_the_cpu_time_of_a_command_and_its_children():
+    import startup_cpu
+
+    busy = "import subprocess, sys; sum(range(3 * 10**7)); subprocess.run([sys.executable, '-c', 'sum(range(3 * 10**7))'])"
+    proc = subprocess.Popen([sys.executable, "-c", busy])
+    samples = startup_cpu.sample_tree(proc)
+    assert proc.returncode == 0
+    assert len(samples) == 2  # the command and its child, each seen while it ran
+    assert all(series[-1][1] > 0.1 for series in samples.values())  # CPU seconds, growing
+    assert all(series[0][0] <= series[-1][0] for series in samples.values())
