@@ -38,6 +38,9 @@ def test_summary_gives_median_spread_and_overhead_in_ms_against_torchrun():
     assert orchestrator["reps_ok"] == 2 and orchestrator["reps"] == 3  # the failed rep is left out
     assert orchestrator["ms_per_step"] == pytest.approx(2.75, abs=1e-3)
     assert orchestrator["overhead_ms"] == pytest.approx(0.25, abs=1e-3)
+    # Its repetitions' spread against torchrun's median (51,200 samples/s, 2.5 ms/step).
+    assert (orchestrator["throughput_ratio_min"], orchestrator["throughput_ratio_max"]) == pytest.approx((0.8333, 1.0), abs=1e-3)
+    assert (orchestrator["overhead_ms_min"], orchestrator["overhead_ms_max"]) == pytest.approx((0.0, 0.5), abs=1e-3)
     assert orchestrator["startup_ratio"] == pytest.approx(5.5 / 3.0)
 
 

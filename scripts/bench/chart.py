@@ -12,8 +12,8 @@ COLORS = {"single": "tab:gray", "torchrun": "tab:blue", "raytrain": "tab:orange"
 # (summary key, title, bar label format, reference line): ratios and differences, since absolute
 # samples/s differ by 100x between workloads.
 PANELS = [
-    ("throughput_ratio", "steady throughput vs torchrun (higher is better)", "{:.2f}", 1.0),
-    ("overhead_ms", "per-step overhead vs torchrun, ms/step (lower is better)", "{:+.2f}", 0.0),
+    ("throughput_ratio", "steady throughput vs torchrun's median (higher is better; bars: min-max)", "{:.2f}", 1.0),
+    ("overhead_ms", "per-step overhead vs torchrun's median, ms/step (lower is better; bars: min-max)", "{:+.2f}", 0.0),
     ("startup_s", "start-up: shell to first optimizer step, s (lower is better; bars: min-max)", "{:.1f}", None),
 ]
 

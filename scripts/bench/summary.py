@@ -2,7 +2,8 @@
 
 Each figure is the median over the repetitions that succeeded, with its spread (min and max) for
 start-up, samples/s and ms/step. Against the baseline (torchrun, same workload and workers):
-per-step overhead in milliseconds (median ms/step minus torchrun's) and the ratios.
+per-step overhead in milliseconds (median ms/step minus torchrun's) and the ratios, each with the
+spread of this runner's repetitions against torchrun's median.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def add_baseline_comparison(summary: list) -> None:
         b = base.get((s["workload"], s["workers"])) or {}
         s["overhead_ms"] = difference(s["ms_per_step"], b.get("ms_per_step"))
         s["throughput_ratio"] = ratio(s["samples_per_sec"], b.get("samples_per_sec"))
+        # The spread of this runner's repetitions against the baseline's median (the chart's error bars).
+        for end in ("min", "max"):
+            s[f"overhead_ms_{end}"] = difference(s[f"ms_per_step_{end}"], b.get("ms_per_step"))
+            s[f"throughput_ratio_{end}"] = ratio(s[f"samples_per_sec_{end}"], b.get("samples_per_sec"))
         s["startup_ratio"] = ratio(s["startup_s"], b.get("startup_s"))
 
 
