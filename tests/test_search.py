@@ -97,11 +97,16 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
                                                                          capsys):
     env, sweep = own_ray_env, tmp_path / "sweep"
     overrides = ["search=random", "search.num_trials=3", "search.max_concurrent=1", "search.pruner=none",
-                 "model=mlp", "trainer.max_epochs=20", "checkpoint.every_n_steps=10"]
+                 "model=mlp", "trainer.max_epochs=40", "checkpoint.every_n_steps=10"]
     proc = subprocess.Popen(train_command(sweep, *overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_for_ledger(sweep, lambda ts: any(t["status"] == "completed" for t in ts) and len(ts) == 2)
-    time.sleep(1.0)  # let the second trial train and checkpoint a little
+    # Interrupted once the second trial has trained and checkpointed a little (a fixed sleep let it finish
+    # first on a quiet machine: its 440 steps take a few seconds).
+    second = REPO / next(t for t in ledger(sweep) if t["number"] == 1)["run_dir"] / "checkpoints"
+    deadline = time.time() + 120
+    while not any(second.glob("step-*.json")) and time.time() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
