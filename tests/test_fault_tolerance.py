@@ -33,10 +33,13 @@ def worker_processes(started_after: float):
             if (p.info["cmdline"] or [""])[0].startswith("ray::Worker") and p.info["create_time"] >= started_after]
 
 
-def assert_continuous(tb_dir, last_step: int, every: int):
+def assert_continuous(tb_dir, last_step: int, every: int, summary=None):
+    """``summary``: the run's, shown when the check fails (which failure, resumed where, what events)."""
     steps = [step for step, _ in read_scalars(tb_dir)["train/loss"]]
-    assert steps == sorted(set(steps)), "duplicate or rewound points"
-    assert set(range(every, last_step + 1, every)) <= set(steps), "a gap in the curve"
+    context = "" if summary is None else f"; restarts {summary.get('restarts')}; events {summary.get('events')}"
+    assert steps == sorted(set(steps)), "duplicate or rewound points" + context
+    missing = sorted(set(range(every, last_step + 1, every)) - set(steps))
+    assert not missing, f"a gap in the curve: no point at {missing}{context}"
 
 
 def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path):
@@ -63,7 +66,7 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(ray_session, tmp_path
     assert restart["step"] >= restart["resume_step"] and restart["step"] >= killed["step"]
     assert restart["steps_lost"] <= 10 + 5  # at most the work since the last checkpoint (+ one log window)
     assert restart["recovery_s"] > 0
-    assert_continuous(tmp_path / "tb", steps, 5)
+    assert_continuous(tmp_path / "tb", steps, 5, result.summary)
     scalars = read_scalars(tmp_path / "tb")
     assert scalars["fault/failures"][-1][1] == 1.0
     assert scalars["fault/recovery_s"][0][1] == pytest.approx(restart["recovery_s"])
