@@ -57,6 +57,18 @@ def test_a_killed_worker_is_healed_from_a_peer_and_ends_with_the_same_weights(un
     assert read_scalars(tmp_path / "tb")["fault/peer_recovery"][-1][1] == 1.0
 
 
+def test_a_killed_rank_0_is_healed_and_the_curve_keeps_what_it_had_not_sent(uninterrupted, tmp_path):
+    """Rank 0 reports; the rows it had reduced but not yet sent die with it (it sends about every 0.5 s).
+    Every rank holds the same reduced rows, so the healed gang's rank 0 sends them again."""
+    result = orchestrator.run(RUN + ["chaos.kind=exit", "chaos.rank=0", "chaos.at_step=17"], run_dir=tmp_path,
+                              show_progress=False)
+    assert result.status == "completed" and result.summary["steps"] == 30
+    (restart,) = result.summary["restarts"]
+    assert restart["path"] == "peer" and restart["replaced"] == [0] and restart["source_rank"] == 1
+    assert_same_weights(uninterrupted, tmp_path)
+    assert_continuous_curve(tmp_path / "tb", 30)
+
+
 def test_with_every_worker_dead_the_run_restarts_from_the_checkpoint_and_says_so(uninterrupted, tmp_path):
     # A synchronous save: the step-10 checkpoint is surely stored before both processes die at step 17.
     result = orchestrator.run(RUN + ["checkpoint.every_n_steps=10", "checkpoint.async_save=false", "chaos.kind=exit",

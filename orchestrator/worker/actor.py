@@ -282,6 +282,8 @@ class Worker:
         r.info(StartupInfo(attempt.plan.attempt, {"worker_build_s": time.time() - started}))
         r.enter_phase("restore")
         continued = peer_heal.heal(components, held, attempt.heal, self.rank)
+        if self.rank == 0 and held is None:  # rank 0 was lost, with the rows it had not yet delivered
+            r.resend(continued.recent_metrics)
         fit_loop = Loop(components, r, continued.state, continued.best_weights,
                         extra_callbacks=attempt_callbacks(attempt))
         fit_loop.stats = continued.stats  # the rows not yet reduced, the same shape on every rank

@@ -18,8 +18,8 @@ Nothing random is transferred: each step's generator is derived from (seed, rank
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,7 @@ class HeldState:
     best_weights: Optional[Dict[str, torch.Tensor]]
     stats: StepStats           # the metric rows not yet reduced (the newcomer gets empty rows like them)
     in_flight: bool            # the failure hit inside a step: that step is dropped
+    recent_metrics: List[Tuple[int, Dict[str, float]]] = field(default_factory=list)  # rows reduced lately
 
     def summary(self) -> Held:
         return Held(step=self.state.step, in_flight=self.in_flight)
@@ -46,7 +47,8 @@ class HeldState:
 def hold(loop) -> HeldState:
     """A survivor's state after a failed collective (the loop's objects, not copies)."""
     loop.state.monitors = loop.callback_states()
-    return HeldState(loop.c, loop.state, loop.best_weights, loop.stats, in_flight=loop.step_in_flight)
+    return HeldState(loop.c, loop.state, loop.best_weights, loop.stats, in_flight=loop.step_in_flight,
+                     recent_metrics=list(loop.r.recent_metrics))
 
 
 def leave_group(sockets=None) -> None:
@@ -90,6 +92,7 @@ def payload_of(held: HeldState) -> bytes:
         "train_state": asdict(held.state),
         "best_model": held.best_weights,
         "stats": held.stats.layout(),
+        "recent_metrics": held.recent_metrics,
         "world_size": c.plan.world_size,
     })
 
@@ -123,7 +126,8 @@ def share_state(c: Components, held: Optional[HeldState], plan: HealPlan, rank: 
     metric_set = getattr(c.batch_step, "metric_set", None)
     if metric_set is not None:
         metric_set.reset()  # its pending state is the source's rank's, not this one's
-    return HeldState(c, S.TrainState(**payload["train_state"]), payload.get("best_model"), stats, in_flight=False)
+    return HeldState(c, S.TrainState(**payload["train_state"]), payload.get("best_model"), stats, in_flight=False,
+                     recent_metrics=payload.get("recent_metrics", []))
 
 
 def wrap(c: Components) -> None:

@@ -23,6 +23,10 @@ from orchestrator.records import EventRecord, Heartbeat, HistogramRecord, InfoRe
 
 
 KEEPALIVE_TICK_S = 0.5  # well below any sensible hang_timeout_s; one lock and an increment per tick
+# Metrics rows every rank keeps (all ranks reduce the same values): rank 0 sends in batches (about every
+# 0.5 s, up to 16 batches in flight), and what it had not delivered dies with it; a healed gang's new rank 0
+# sends these again (peer_heal), and the driver drops the steps it already has. ~1 KB a row.
+RECENT_METRICS_KEPT = 2048
 
 
 class Reporter:
@@ -36,6 +40,7 @@ class Reporter:
         self.keeps_records = keeps_records
         self.phase_timeout_s = phase_timeout_s
         self._outbox: deque = deque()
+        self.recent_metrics: deque = deque(maxlen=RECENT_METRICS_KEPT)  # (step, values), on every rank
         self._lock = threading.Lock()
         self._beat_lock = threading.Lock()  # the training thread and the keepalive both advance the heartbeat
         self._stop_reason: Optional[str] = None
@@ -75,7 +80,13 @@ class Reporter:
             self._keepalive.stopped.set()
 
     def metrics(self, step: int, values: Dict[str, float]) -> None:
+        self.recent_metrics.append((step, values))
         self._put(MetricsRecord(step, values))
+
+    def resend(self, rows) -> None:
+        """Metrics rows a lost rank 0 may not have delivered (a survivor's ``recent_metrics``)."""
+        for step, values in rows:
+            self.metrics(step, values)
 
     def event(self, step: int, kind: str, message: str) -> None:
         self._put(EventRecord(step, kind, message))
